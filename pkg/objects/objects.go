@@ -1,0 +1,144 @@
+// Package objects is the client of the upstream object service, which answers
+// GET /objects/{id} with {"id":N,"online":B} after 0.3 to 4.3 s. It makes one
+// request per call and reports what went wrong as an error the caller can
+// classify; it does not retry, because the retry policy (how long an ID is
+// still worth looking up) belongs to the pipeline that knows receipt times.
+package objects
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Object is the upstream's answer for one ID.
+type Object struct {
+	ID     int64 `json:"id"`
+	Online bool  `json:"online"`
+}
+
+// StatusError is a non-200 answer. Callers read Code to decide whether to retry.
+type StatusError struct {
+	Code int
+	// RetryAfter is the delay the upstream asked for with Retry-After, or 0.
+	RetryAfter time.Duration
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("upstream status %d", e.Code)
+}
+
+// Temporary reports whether the same request may succeed later: 5xx, 429
+// (rate limited) and 408 (request timeout) may; any other 4xx says the ID
+// itself is wrong and never will.
+func (e *StatusError) Temporary() bool {
+	return e.Code >= 500 || e.Code == http.StatusTooManyRequests || e.Code == http.StatusRequestTimeout
+}
+
+// Errors for well-formed JSON that is not a valid answer.
+var (
+	// ErrMismatch means the upstream answered for another ID than the one asked.
+	ErrMismatch = errors.New("objects: answer for another id")
+	// ErrIncomplete means the answer lacks "id" or "online".
+	ErrIncomplete = errors.New("objects: answer lacks id or online")
+)
+
+// maxBody caps how much of an answer is read; a real one is ~30 bytes.
+const maxBody = 64 << 10
+
+// Client fetches objects from the upstream. It is safe for concurrent use.
+type Client struct {
+	base    string
+	hc      *http.Client
+	timeout time.Duration
+}
+
+// New returns a client for the service at baseURL (e.g. http://localhost:9010).
+// conns is the number of goroutines that will call Fetch at once: the
+// transport keeps that many idle connections, because Go's default of two per
+// host would close and reopen sockets for nearly every lookup. timeout bounds
+// one request, headers and body included.
+func New(baseURL string, conns int, timeout time.Duration) *Client {
+	tr := &http.Transport{
+		Proxy: nil, // the upstream is a sibling service; never route it through a proxy
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		IdleConnTimeout:     90 * time.Second,
+		// The upstream sleeps before it answers, so headers may take the whole
+		// request timeout; the client's Timeout bounds the rest.
+		ResponseHeaderTimeout: timeout,
+	}
+	return &Client{
+		base:    strings.TrimRight(baseURL, "/"),
+		hc:      &http.Client{Transport: tr, Timeout: timeout},
+		timeout: timeout,
+	}
+}
+
+// Fetch looks up one object. Errors are *StatusError for a non-200 answer,
+// ErrMismatch for an answer about another ID, or a transport, timeout or
+// decoding error; all are wrapped with the ID.
+func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	u := c.base + "/objects/" + strconv.FormatInt(id, 10)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return Object{}, fmt.Errorf("fetch object %d: %w", id, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return Object{}, fmt.Errorf("fetch object %d: %w", id, err)
+	}
+	defer func() {
+		// Drain what is left so the connection goes back to the pool.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+		_ = resp.Body.Close()
+	}()
+
+	if resp.StatusCode != http.StatusOK {
+		return Object{}, fmt.Errorf("fetch object %d: %w", id, &StatusError{
+			Code:       resp.StatusCode,
+			RetryAfter: retryAfter(resp.Header.Get("Retry-After")),
+		})
+	}
+	// Pointers tell a missing field from a zero one: {"id":4} must not read
+	// as "offline", and a missing id must not read as object 0.
+	var body struct {
+		ID     *int64 `json:"id"`
+		Online *bool  `json:"online"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&body); err != nil {
+		return Object{}, fmt.Errorf("fetch object %d: decode: %w", id, err)
+	}
+	if body.ID == nil || body.Online == nil {
+		return Object{}, fmt.Errorf("fetch object %d: decode: %w", id, ErrIncomplete)
+	}
+	if *body.ID != id {
+		return Object{}, fmt.Errorf("fetch object %d: got id %d: %w", id, *body.ID, ErrMismatch)
+	}
+	return Object{ID: id, Online: *body.Online}, nil
+}
+
+// retryAfter parses the delay-seconds form of Retry-After; an HTTP date or
+// garbage yields 0, and the caller's own backoff applies.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}

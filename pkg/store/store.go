@@ -1,0 +1,121 @@
+// Package store keeps the objects table in PostgreSQL: it applies the schema,
+// upserts batches of sightings and deletes stale rows. It is the only package
+// besides main that imports pgx; its errors carry the operation but no pgx
+// types. It does not retry: callers own their retry policy.
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DB is what Postgres needs of a connection. *pgxpool.Pool, *pgx.Conn and
+// pgx.Tx all satisfy it, so a test can hand in a transaction.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Postgres is the objects table. It is safe for concurrent use if db is.
+type Postgres struct {
+	db DB
+}
+
+// New returns a store over db.
+func New(db DB) *Postgres {
+	if db == nil {
+		panic("store: nil DB")
+	}
+	return &Postgres{db: db}
+}
+
+// schemaLock is an arbitrary advisory-lock key that serialises schema setup,
+// because two instances running CREATE TABLE IF NOT EXISTS at the same moment
+// can still collide on the catalog's unique indexes.
+const schemaLock = 0x63616c6c // "call"
+
+// EnsureSchema runs the idempotent schema script (init.sql).
+func (p *Postgres) EnsureSchema(ctx context.Context, schema string) error {
+	tx, err := p.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("ensure schema: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLock); err != nil {
+		return fmt.Errorf("ensure schema: lock: %w", err)
+	}
+	if _, err := tx.Exec(ctx, schema); err != nil {
+		return fmt.Errorf("ensure schema: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("ensure schema: commit: %w", err)
+	}
+	return nil
+}
+
+// Sighting is one object seen online at Seen, the receipt time of the newest
+// callback that named it.
+type Sighting struct {
+	ID   int64
+	Seen time.Time
+}
+
+// upsertSQL writes a whole batch in one statement. The WHERE on the update
+// makes last_seen monotonic: a lookup that finishes late with an older receipt
+// time cannot move a row backwards, and replaying a batch changes nothing.
+const upsertSQL = `
+INSERT INTO objects (id, last_seen)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
+WHERE objects.last_seen < excluded.last_seen`
+
+// UpsertObjects stores the sightings in one statement. It deduplicates them
+// by ID, keeping the newest time, because one INSERT ... ON CONFLICT may not
+// touch a row twice; and it sorts them by ID so that concurrent writers (other
+// instances) lock rows in the same order and cannot deadlock. It may reorder s.
+func (p *Postgres) UpsertObjects(ctx context.Context, s []Sighting) error {
+	if len(s) == 0 {
+		return nil
+	}
+	slices.SortFunc(s, func(a, b Sighting) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), b.Seen.Compare(a.Seen)) // newest first per ID
+	})
+	s = slices.CompactFunc(s, func(a, b Sighting) bool { return a.ID == b.ID })
+	ids := make([]int64, len(s))
+	seen := make([]time.Time, len(s))
+	for i, x := range s {
+		ids[i], seen[i] = x.ID, x.Seen
+	}
+	if _, err := p.db.Exec(ctx, upsertSQL, ids, seen); err != nil {
+		return fmt.Errorf("upsert %d objects: %w", len(s), err)
+	}
+	return nil
+}
+
+// deleteSQL removes at most $2 rows older than $1. SKIP LOCKED lets several
+// instances sweep at once without waiting on each other or on a writer that
+// is refreshing a row; the outer condition is checked again on the row
+// version that is finally deleted.
+const deleteSQL = `
+DELETE FROM objects
+WHERE id IN (
+	SELECT id FROM objects WHERE last_seen < $1
+	LIMIT $2 FOR UPDATE SKIP LOCKED
+) AND last_seen < $1`
+
+// DeleteStale deletes up to limit rows whose last_seen is before the given
+// time and returns how many it deleted. The cutoff comes from the caller's
+// clock, not the database's, so expiry follows the same clock as receipt times.
+func (p *Postgres) DeleteStale(ctx context.Context, before time.Time, limit int) (int64, error) {
+	tag, err := p.db.Exec(ctx, deleteSQL, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete stale objects: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
