@@ -1,0 +1,89 @@
+package ingest
+
+import (
+	"testing"
+	"time"
+)
+
+func TestCoalescer(t *testing.T) {
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	t1, t2 := t0.Add(time.Second), t0.Add(2*time.Second)
+
+	c := newCoalescer()
+	for _, id := range []int64{5, 5, 7, 5} { // one body with duplicates
+		c.add(id, t0)
+	}
+	if got, want := len(c.waiting), 2; got != want {
+		t.Fatalf("waiting = %d, want %d", got, want)
+	}
+	c.add(5, t2) // a newer callback keeps the newest time...
+	c.add(5, t1) // ...even when an older one is merged after it
+	j, ok := c.next()
+	if !ok || j.id != 5 || !j.seen.Equal(t2) {
+		t.Fatalf("next = %+v, %v; want id 5 seen %v", j, ok, t2)
+	}
+	c.start()
+	if _, waiting := c.waiting[5]; waiting {
+		t.Fatal("5 still waiting after start")
+	}
+
+	// Arrivals during the flight collapse into one follow-up with the newest time.
+	c.add(5, t1)
+	c.add(5, t2)
+	c.add(5, t0)
+	if got, want := len(c.waiting), 1; got != want { // only 7
+		t.Fatalf("waiting = %d, want %d", got, want)
+	}
+	if got, want := c.pending(), 2; got != want { // 7 and the follow-up of 5
+		t.Fatalf("pending = %d, want %d", got, want)
+	}
+	c.finish(outcome{id: 5})
+	if got := c.waiting[5]; !got.Equal(t2) {
+		t.Fatalf("follow-up seen = %v, want %v", got, t2)
+	}
+
+	// Order is FIFO: 7 came first.
+	if j, _ := c.next(); j.id != 7 {
+		t.Fatalf("next id = %d, want 7", j.id)
+	}
+	c.start()
+	c.start() // 5's follow-up
+	c.finish(outcome{id: 7})
+	if c.idle() {
+		t.Fatal("idle while 5 is in flight")
+	}
+	c.finish(outcome{id: 5}) // no arrivals during this flight: no further lookup
+	if !c.idle() {
+		t.Fatalf("not idle: waiting %v flying %v", c.waiting, c.flying)
+	}
+
+	// A requeued outcome (a panicking worker) comes back with its own time.
+	c.add(9, t0)
+	c.start()
+	c.finish(outcome{id: 9, requeue: true, seen: t0})
+	if got := c.waiting[9]; !got.Equal(t0) {
+		t.Fatalf("requeued seen = %v, want %v", got, t0)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	base, limit := 100*time.Millisecond, 5*time.Second
+	tests := []struct {
+		attempt  int
+		min, max time.Duration
+	}{
+		{1, 50 * time.Millisecond, 100 * time.Millisecond},
+		{2, 100 * time.Millisecond, 200 * time.Millisecond},
+		{4, 400 * time.Millisecond, 800 * time.Millisecond},
+		{7, 2500 * time.Millisecond, 5 * time.Second}, // capped
+		{1000, 2500 * time.Millisecond, 5 * time.Second},
+	}
+	for _, tt := range tests {
+		for range 100 {
+			got := backoff(base, limit, tt.attempt)
+			if got < tt.min || got > tt.max {
+				t.Fatalf("backoff(attempt %d) = %v, want in [%v, %v]", tt.attempt, got, tt.min, tt.max)
+			}
+		}
+	}
+}

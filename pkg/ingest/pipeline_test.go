@@ -1,0 +1,400 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"callback/pkg/objects"
+	"callback/pkg/store"
+)
+
+type fakeFetcher struct {
+	FetchFunc func(ctx context.Context, id int64) (objects.Object, error)
+
+	mu    sync.Mutex
+	calls map[int64]int // guarded by mu
+}
+
+func (f *fakeFetcher) Fetch(ctx context.Context, id int64) (objects.Object, error) {
+	f.mu.Lock()
+	if f.calls == nil {
+		f.calls = map[int64]int{}
+	}
+	f.calls[id]++
+	f.mu.Unlock()
+	return f.FetchFunc(ctx, id)
+}
+
+func (f *fakeFetcher) Calls(id int64) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[id]
+}
+
+// evenOnline answers like the customer's upstream after a fixed delay.
+func evenOnline(delay time.Duration) func(context.Context, int64) (objects.Object, error) {
+	return func(ctx context.Context, id int64) (objects.Object, error) {
+		if !sleep(ctx, delay) {
+			return objects.Object{}, ctx.Err()
+		}
+		return objects.Object{ID: id, Online: id%2 == 0}, nil
+	}
+}
+
+// fakeUpserter records what was written, like the table would hold it.
+type fakeUpserter struct {
+	UpsertObjectsFunc func(ctx context.Context, s []store.Sighting) error // optional, runs first
+
+	mu      sync.Mutex
+	rows    map[int64]time.Time // guarded by mu
+	batches []int               // guarded by mu: size of each successful batch
+}
+
+func (u *fakeUpserter) UpsertObjects(ctx context.Context, s []store.Sighting) error {
+	if u.UpsertObjectsFunc != nil {
+		if err := u.UpsertObjectsFunc(ctx, s); err != nil {
+			return err
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.rows == nil {
+		u.rows = map[int64]time.Time{}
+	}
+	for _, x := range s {
+		if x.Seen.After(u.rows[x.ID]) {
+			u.rows[x.ID] = x.Seen
+		}
+	}
+	u.batches = append(u.batches, len(s))
+	return nil
+}
+
+func (u *fakeUpserter) Rows() map[int64]time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return maps.Clone(u.rows)
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// start runs p in the background and returns a function that closes p and
+// returns Run's error. It fails the test if Run returns before Close.
+func start(t *testing.T, ctx context.Context, p *Pipeline) (closeAndWait func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	return func() error {
+		p.Close()
+		return <-done
+	}
+}
+
+func TestPipelineWritesOnlineIDsWithReceiptTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{FetchFunc: evenOnline(2 * time.Second)}
+		u := &fakeUpserter{}
+		p := New(discard(), f, u, Options{Workers: 4})
+		wait := start(t, t.Context(), p)
+
+		t0 := time.Now()
+		if err := p.Enqueue(Callback{IDs: []int64{0, 1, 2, 2, 2, 3, 4}, Received: t0}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		t1 := time.Now()
+		if err := p.Enqueue(Callback{IDs: []int64{6, 7}, Received: t1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wait(); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+
+		want := map[int64]time.Time{0: t0, 2: t0, 4: t0, 6: t1}
+		if got := u.Rows(); !maps.EqualFunc(got, want, time.Time.Equal) {
+			t.Errorf("rows = %v, want %v", got, want)
+		}
+		if got := f.Calls(2); got != 1 {
+			t.Errorf("lookups of a repeated id = %d, want 1", got)
+		}
+		s := p.Stats()
+		if s.Accepted != 9 || s.Lookups != 7 || s.Online != 4 || s.Written != 4 {
+			t.Errorf("stats = %+v", s)
+		}
+	})
+}
+
+func TestPipelineFollowUpForIDInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{FetchFunc: evenOnline(3 * time.Second)}
+		u := &fakeUpserter{}
+		p := New(discard(), f, u, Options{Workers: 2})
+		wait := start(t, t.Context(), p)
+
+		t0 := time.Now()
+		must(t, p.Enqueue(Callback{IDs: []int64{8}, Received: t0}))
+		time.Sleep(time.Second) // 8 is now in flight
+		for range 3 {
+			must(t, p.Enqueue(Callback{IDs: []int64{8}, Received: time.Now()}))
+			time.Sleep(100 * time.Millisecond)
+		}
+		newest := time.Now().Add(-100 * time.Millisecond)
+		must(t, wait())
+
+		if got, want := f.Calls(8), 2; got != want {
+			t.Errorf("lookups = %d, want %d (one, then exactly one follow-up)", got, want)
+		}
+		if got := u.Rows()[8]; !got.Equal(newest) {
+			t.Errorf("last_seen = %v, want the newest receipt %v", got, newest)
+		}
+	})
+}
+
+func TestPipelineRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		failures := map[int64]int{2: 3, 4: 1} // transient failures before success
+		f := &fakeFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case id == 6:
+				return objects.Object{}, fmt.Errorf("fetch object 6: %w", &objects.StatusError{Code: 404})
+			case id == 10:
+				return objects.Object{}, fmt.Errorf("fetch object 10: %w", &objects.StatusError{Code: 429, RetryAfter: 2 * time.Second})
+			case failures[id] > 0:
+				failures[id]--
+				if id == 2 {
+					return objects.Object{}, fmt.Errorf("fetch object 2: %w", &objects.StatusError{Code: 503})
+				}
+				return objects.Object{}, errors.New("connection reset by peer")
+			}
+			return objects.Object{ID: id, Online: true}, nil
+		}}
+		u := &fakeUpserter{}
+		p := New(discard(), f, u, Options{Workers: 4, TTL: 10 * time.Second})
+		wait := start(t, t.Context(), p)
+		t0 := time.Now()
+		must(t, p.Enqueue(Callback{IDs: []int64{2, 4, 6, 8, 10}, Received: t0}))
+		must(t, wait())
+
+		want := map[int64]time.Time{2: t0, 4: t0, 8: t0}
+		if got := u.Rows(); !maps.EqualFunc(got, want, time.Time.Equal) {
+			t.Errorf("rows = %v, want %v", got, want)
+		}
+		if got := f.Calls(6); got != 1 {
+			t.Errorf("404 fetched %d times, want 1 (not retried)", got)
+		}
+		// 429 with Retry-After 2s against a 10s TTL: about 5 tries, then given up.
+		if got := f.Calls(10); got < 3 || got > 6 {
+			t.Errorf("429 fetched %d times, want 3..6 (Retry-After honoured, then given up at TTL)", got)
+		}
+		s := p.Stats()
+		if s.Rejected != 1 || s.GaveUp != 1 || s.Retries < 4 {
+			t.Errorf("stats = %+v, want Rejected 1, GaveUp 1, Retries >= 4", s)
+		}
+		if since := time.Since(t0); since > 11*time.Second {
+			t.Errorf("drain took %v, want it bounded by the TTL", since)
+		}
+	})
+}
+
+func TestPipelineRecoversWorkerPanic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var once sync.Once
+		f := &fakeFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+			if id == 4 {
+				once.Do(func() { panic("injected") })
+			}
+			return objects.Object{ID: id, Online: true}, nil
+		}}
+		u := &fakeUpserter{}
+		p := New(discard(), f, u, Options{Workers: 1})
+		wait := start(t, t.Context(), p)
+		t0 := time.Now()
+		must(t, p.Enqueue(Callback{IDs: []int64{2, 4, 6}, Received: t0}))
+		must(t, wait())
+
+		if got, want := slices.Sorted(maps.Keys(u.Rows())), []int64{2, 4, 6}; !slices.Equal(got, want) {
+			t.Errorf("written ids = %v, want %v", got, want)
+		}
+		if got := p.Stats().Panics; got != 1 {
+			t.Errorf("panics = %d, want 1", got)
+		}
+	})
+}
+
+func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		down := true
+		var attempts int
+		u := &fakeUpserter{UpsertObjectsFunc: func(ctx context.Context, s []store.Sighting) error {
+			mu.Lock()
+			defer mu.Unlock()
+			attempts++
+			if attempts == 2 {
+				panic("driver bug") // a panic is a failure like any other
+			}
+			if down {
+				return errors.New("connection refused")
+			}
+			return nil
+		}}
+		f := &fakeFetcher{FetchFunc: evenOnline(100 * time.Millisecond)}
+		p := New(discard(), f, u, Options{Workers: 8, BatchSize: 10})
+		wait := start(t, t.Context(), p)
+
+		// The same ID seen three times while the database is down is kept once,
+		// with its newest time.
+		var newest time.Time
+		for i := range 3 {
+			newest = time.Now()
+			ids := []int64{0}
+			for id := int64(2); id < 60; id += 2 {
+				ids = append(ids, id+int64(i)*100)
+			}
+			must(t, p.Enqueue(Callback{IDs: ids, Received: newest}))
+			time.Sleep(2 * time.Second)
+		}
+		mu.Lock()
+		down = false
+		mu.Unlock()
+		must(t, wait())
+
+		rows := u.Rows()
+		if got, want := len(rows), 1+3*29; got != want {
+			t.Errorf("rows = %d, want %d", got, want)
+		}
+		if got := rows[0]; !got.Equal(newest) {
+			t.Errorf("row 0 last_seen = %v, want newest %v", got, newest)
+		}
+		s := p.Stats()
+		if s.WriteErrs < 2 || s.Panics != 1 {
+			t.Errorf("stats = %+v, want WriteErrs >= 2 and Panics 1", s)
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		for _, n := range u.batches {
+			if n > 10 {
+				t.Errorf("batch of %d rows, want at most BatchSize 10", n)
+			}
+		}
+	})
+}
+
+func TestEnqueueRefuses(t *testing.T) {
+	f := &fakeFetcher{FetchFunc: evenOnline(0)}
+	u := &fakeUpserter{}
+	t.Run("queue-full", func(t *testing.T) {
+		p := New(discard(), f, u, Options{QueueSize: 1}) // not running: nothing drains
+		must(t, p.Enqueue(Callback{IDs: []int64{1}}))
+		if err := p.Enqueue(Callback{IDs: []int64{2}}); !errors.Is(err, ErrFull) {
+			t.Errorf("Enqueue = %v, want ErrFull", err)
+		}
+		if err := p.Enqueue(Callback{}); err != nil {
+			t.Errorf("empty Enqueue = %v, want nil (a no-op)", err)
+		}
+	})
+	t.Run("max-pending", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			block := make(chan struct{})
+			f := &fakeFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+				<-block
+				return objects.Object{ID: id}, nil
+			}}
+			p := New(discard(), f, u, Options{Workers: 1, MaxPending: 3})
+			wait := start(t, t.Context(), p)
+			must(t, p.Enqueue(Callback{IDs: []int64{1, 2, 3, 4}})) // 1 in flight, 3 waiting
+			synctest.Wait()
+			if err := p.Enqueue(Callback{IDs: []int64{5}}); !errors.Is(err, ErrFull) {
+				t.Errorf("Enqueue = %v, want ErrFull", err)
+			}
+			close(block)
+			must(t, wait())
+		})
+	})
+	t.Run("closed", func(t *testing.T) {
+		p := New(discard(), f, u, Options{})
+		p.Close()
+		p.Close() // idempotent
+		if err := p.Enqueue(Callback{IDs: []int64{1}}); !errors.Is(err, ErrClosed) {
+			t.Errorf("Enqueue = %v, want ErrClosed", err)
+		}
+		if p.Accepting() {
+			t.Error("Accepting after Close")
+		}
+	})
+}
+
+func TestRunAbandonsOnCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{FetchFunc: evenOnline(time.Hour)} // never finishes in time
+		u := &fakeUpserter{}
+		p := New(discard(), f, u, Options{Workers: 2})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+
+		must(t, p.Enqueue(Callback{IDs: []int64{1, 2, 3, 4, 5}, Received: time.Now()}))
+		synctest.Wait() // two in flight, three waiting
+		p.Close()
+		time.Sleep(time.Minute) // the drain "timeout"
+		cancel()
+		err := <-done
+		if err == nil || !strings.Contains(err.Error(), "5 ids abandoned") {
+			t.Errorf("Run = %v, want an error counting 5 abandoned ids", err)
+		}
+		if got := p.Stats().Abandoned; got != 5 {
+			t.Errorf("abandoned = %d, want 5", got)
+		}
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWriterKeepsNewestPerID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var dup bool
+		u := &fakeUpserter{UpsertObjectsFunc: func(_ context.Context, s []store.Sighting) error {
+			seen := map[int64]bool{}
+			for _, x := range s {
+				dup = dup || seen[x.ID]
+				seen[x.ID] = true
+			}
+			return nil
+		}}
+		p := New(discard(), &fakeFetcher{}, u, Options{})
+		t0 := time.Now()
+		results := make(chan store.Sighting, 4)
+		// Lookups finish in any order: an older receipt may arrive last.
+		results <- store.Sighting{ID: 1, Seen: t0.Add(2 * time.Second)}
+		results <- store.Sighting{ID: 1, Seen: t0}
+		results <- store.Sighting{ID: 2, Seen: t0}
+		close(results)
+		p.write(t.Context(), results)
+
+		want := map[int64]time.Time{1: t0.Add(2 * time.Second), 2: t0}
+		if got := u.Rows(); !maps.EqualFunc(got, want, time.Time.Equal) {
+			t.Errorf("rows = %v, want %v", got, want)
+		}
+		if dup {
+			t.Error("a batch held the same id twice")
+		}
+	})
+}
