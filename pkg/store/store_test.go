@@ -1,0 +1,192 @@
+package store_test
+
+import (
+	"context"
+	"maps"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"callback/pkg/pgtest"
+	"callback/pkg/store"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// newStore returns a store on a fresh database with the real schema applied.
+func newStore(t *testing.T) (*store.Postgres, *pgxpool.Pool) {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), pgtest.NewDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	schema, err := os.ReadFile("../../init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(pool)
+	if err := s.EnsureSchema(t.Context(), string(schema)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureSchema(t.Context(), string(schema)); err != nil {
+		t.Fatalf("second EnsureSchema = %v, want nil (idempotent)", err)
+	}
+	return s, pool
+}
+
+func rows(t *testing.T, pool *pgxpool.Pool) map[int64]time.Time {
+	t.Helper()
+	r, err := pool.Query(t.Context(), "SELECT id, last_seen FROM objects")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := pgx.CollectRows(r, pgx.RowToStructByPos[store.Sighting])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]time.Time{}
+	for _, x := range all {
+		got[x.ID] = x.Seen
+	}
+	return got
+}
+
+func TestUpsertObjects(t *testing.T) {
+	s, pool := newStore(t)
+	ctx := t.Context()
+	// Microseconds: PostgreSQL's precision, so round trips compare equal.
+	t0 := time.Now().Truncate(time.Microsecond)
+	t1, t2 := t0.Add(time.Second), t0.Add(2*time.Second)
+
+	// Duplicates inside one batch: the newest time wins, and PostgreSQL does
+	// not reject the statement for touching a row twice.
+	must(t, s.UpsertObjects(ctx, []store.Sighting{{3, t0}, {1, t1}, {3, t2}, {0, t0}, {3, t1}}))
+	want := map[int64]time.Time{0: t0, 1: t1, 3: t2}
+	if got := rows(t, pool); !maps.EqualFunc(got, want, time.Time.Equal) {
+		t.Fatalf("rows = %v, want %v", got, want)
+	}
+
+	// An older sighting (a slow lookup finishing late) never moves last_seen back.
+	must(t, s.UpsertObjects(ctx, []store.Sighting{{3, t0}, {1, t2}}))
+	want = map[int64]time.Time{0: t0, 1: t2, 3: t2}
+	if got := rows(t, pool); !maps.EqualFunc(got, want, time.Time.Equal) {
+		t.Fatalf("rows = %v, want %v", got, want)
+	}
+
+	// Replaying a batch is a no-op, and an empty batch does nothing.
+	must(t, s.UpsertObjects(ctx, []store.Sighting{{3, t0}, {1, t2}}))
+	must(t, s.UpsertObjects(ctx, nil))
+	if got := rows(t, pool); !maps.EqualFunc(got, want, time.Time.Equal) {
+		t.Fatalf("rows after replay = %v, want %v", got, want)
+	}
+
+	// The int64 extremes are real objects.
+	must(t, s.UpsertObjects(ctx, []store.Sighting{{-1 << 63, t0}, {1<<63 - 1, t0}}))
+	if got := len(rows(t, pool)); got != 5 {
+		t.Fatalf("rows = %d, want 5", got)
+	}
+}
+
+func TestUpsertObjectsConcurrentWritersDoNotDeadlock(t *testing.T) {
+	s, pool := newStore(t)
+	// Overlapping batches in opposite orders from several goroutines: sorted
+	// statements lock rows in one order, so none of them may fail.
+	const n = 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*20)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				batch := make([]store.Sighting, n)
+				now := time.Now()
+				for k := range n {
+					id := int64(k)
+					if (w+i)%2 == 1 {
+						id = int64(n - 1 - k)
+					}
+					batch[k] = store.Sighting{ID: id, Seen: now}
+				}
+				errs <- s.UpsertObjects(t.Context(), batch)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent upsert: %v", err)
+		}
+	}
+	if got := len(rows(t, pool)); got != n {
+		t.Fatalf("rows = %d, want %d", got, n)
+	}
+}
+
+func TestDeleteStale(t *testing.T) {
+	s, pool := newStore(t)
+	ctx := t.Context()
+	now := time.Now().Truncate(time.Microsecond)
+	var batch []store.Sighting
+	for id := range int64(25) {
+		batch = append(batch, store.Sighting{ID: id, Seen: now.Add(-time.Minute)}) // stale
+	}
+	batch = append(batch, store.Sighting{ID: 100, Seen: now}) // fresh
+	must(t, s.UpsertObjects(ctx, batch))
+
+	cutoff := now.Add(-30 * time.Second)
+	var total int64
+	for _, want := range []int64{10, 10, 5, 0} { // bounded batches until a short one
+		n, err := s.DeleteStale(ctx, cutoff, 10)
+		must(t, err)
+		if n != want {
+			t.Fatalf("DeleteStale = %d, want %d", n, want)
+		}
+		total += n
+	}
+	if got := rows(t, pool); len(got) != 1 || !got[100].Equal(now) {
+		t.Fatalf("rows = %v, want only id 100", got)
+	}
+
+	// A row exactly at the cutoff is not older than it: kept.
+	must(t, s.UpsertObjects(ctx, []store.Sighting{{200, cutoff}}))
+	n, err := s.DeleteStale(ctx, cutoff, 10)
+	must(t, err)
+	if n != 0 {
+		t.Fatalf("deleted %d rows at the cutoff, want 0", n)
+	}
+}
+
+func TestDeleteStaleSkipsLockedRows(t *testing.T) {
+	s, pool := newStore(t)
+	ctx := t.Context()
+	old := time.Now().Add(-time.Hour)
+	must(t, s.UpsertObjects(ctx, []store.Sighting{{1, old}, {2, old}}))
+
+	// Another instance's sweep (or a writer) holds row 1: this sweep must not
+	// wait for it, and deletes what it can.
+	tx, err := pool.Begin(ctx)
+	must(t, err)
+	defer tx.Rollback(context.Background()) //nolint:errcheck // cleanup
+	_, err = tx.Exec(ctx, "SELECT 1 FROM objects WHERE id = 1 FOR UPDATE")
+	must(t, err)
+
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	n, err := s.DeleteStale(sctx, time.Now(), 10)
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("deleted %d, want 1 (row 2; row 1 is locked)", n)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

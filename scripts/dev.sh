@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs the whole thing on one machine without Docker: a throwaway PostgreSQL
+# cluster, the object-source simulator (upstream + sender, like the customer's
+# program) and the callback service. Ctrl-C stops all of it.
+#
+#   scripts/dev.sh            # or: make run
+#   PGPORT=5544 scripts/dev.sh
+#
+# Needs Go and PostgreSQL's server binaries (Debian: apt-get install postgresql).
+# The cluster lives in $DEV_DIR (default /tmp/callback-dev) and is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PGPORT=${PGPORT:-5433}
+DEV_DIR=${DEV_DIR:-/tmp/callback-dev}
+PGDATA=$DEV_DIR/pgdata
+export PATH="$PATH:/usr/local/go/bin"
+
+# PostgreSQL refuses to run as root: run its tools as the postgres user then.
+as_pg() {
+	if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+pgbin() {
+	if command -v "$1" >/dev/null; then command -v "$1"; return; fi
+	local dir
+	dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+	if [ -z "$dir" ] || [ ! -x "$dir/$1" ]; then
+		echo "dev.sh: $1 not found; install PostgreSQL (apt-get install postgresql)" >&2
+		exit 1
+	fi
+	echo "$dir/$1"
+}
+INITDB=$(pgbin initdb)
+PG_CTL=$(pgbin pg_ctl)
+CREATEDB=$(pgbin createdb)
+
+mkdir -p "$DEV_DIR"
+if [ "$(id -u)" = 0 ]; then chown postgres: "$DEV_DIR"; fi
+if [ ! -f "$PGDATA/PG_VERSION" ]; then
+	echo "dev.sh: creating a PostgreSQL cluster in $PGDATA"
+	as_pg "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
+fi
+
+pids=()
+cleanup() {
+	trap - INT TERM EXIT
+	echo "dev.sh: stopping"
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	as_pg "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+}
+trap cleanup INT TERM EXIT
+
+as_pg "$PG_CTL" -D "$PGDATA" -l "$DEV_DIR/postgres.log" -w \
+	-o "-p $PGPORT -k $DEV_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+as_pg "$CREATEDB" -h 127.0.0.1 -p "$PGPORT" -U postgres callback 2>/dev/null || true
+DB_URL="postgres://postgres@127.0.0.1:$PGPORT/callback?sslmode=disable"
+echo "dev.sh: PostgreSQL on 127.0.0.1:$PGPORT (log $DEV_DIR/postgres.log)"
+
+go build -o "$DEV_DIR/callback" .
+go build -o "$DEV_DIR/objectsource" ./objectsource
+
+"$DEV_DIR/callback" -addr 127.0.0.1:9090 -src http://127.0.0.1:9010 -db "$DB_URL" -ttl 30s &
+pids+=($!)
+"$DEV_DIR/objectsource" -addr 127.0.0.1:9010 -target http://127.0.0.1:9090/callback &
+pids+=($!)
+echo "dev.sh: service on 127.0.0.1:9090, simulator on 127.0.0.1:9010; Ctrl-C stops all"
+echo "dev.sh: watch the table with: psql '$DB_URL' -c 'SELECT count(*), max(last_seen) FROM objects'"
+
+# Stop everything as soon as either program exits by itself.
+wait -n "${pids[@]}"
