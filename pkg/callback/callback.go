@@ -5,7 +5,6 @@
 package callback
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,10 +141,10 @@ func decode(body io.Reader) ([]int64, error) {
 type objectID int64
 
 func (id *objectID) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) || bytes.ContainsAny(b, ".eE") {
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
 		return errBadID
 	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
+	n, err := strconv.ParseInt(string(b), 10, 64) // refuses 1.5, 1.0, 1e3 and overflow
 	if err != nil {
 		return errBadID
 	}

@@ -223,5 +223,9 @@ func maskPassword(dsn string) string {
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
+	if q := u.Query(); q.Has("password") { // libpq also takes ?password=
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
 	return u.String()
 }

@@ -33,6 +33,7 @@ func New(log *slog.Logger, del Deleter, ttl, interval time.Duration, batch int, 
 	if log == nil || del == nil {
 		panic("expiry: nil dependency")
 	}
+	batch = max(batch, 1) // Sweep stops on a short batch; 0 would never be short
 	return &Sweeper{
 		log:      log.With("component", "expiry"),
 		del:      del,

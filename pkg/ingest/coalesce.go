@@ -148,6 +148,13 @@ func (p *Pipeline) dispatch(ctx context.Context, work chan<- job, done <-chan ou
 			p.stats.abandoned.Add(int64(n))
 			p.log.ErrorContext(ctx, "drain cut short, abandoning queued ids",
 				"count", n, "in_flight", len(c.flying), "err", context.Cause(ctx))
+			// Collect the outcome of every flight before returning: a worker
+			// blocked on a full done channel would never exit. Their lookups
+			// see the cancelled ctx and end quickly; a worker counts its own
+			// abandoned lookup, and the follow-ups were counted above.
+			for len(c.flying) > 0 {
+				delete(c.flying, (<-done).id)
+			}
 			return
 		}
 	}

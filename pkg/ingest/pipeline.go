@@ -183,8 +183,8 @@ func (p *Pipeline) Accepting() bool {
 // error that counts the abandoned IDs. Call Run once.
 func (p *Pipeline) Run(ctx context.Context) error {
 	work := make(chan job)
-	// Each worker sends at most one outcome before it next reads work, so
-	// this buffer lets every worker finish even after the dispatcher is gone.
+	// The dispatcher reads every outcome, even when cancelled; the buffer only
+	// spares a finishing worker from waiting on a busy dispatcher.
 	done := make(chan outcome, p.opt.Workers)
 	results := make(chan store.Sighting, p.opt.BatchSize)
 

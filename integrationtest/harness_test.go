@@ -1,0 +1,316 @@
+// Package integrationtest runs the built service as a black box: callbacks in
+// over HTTP, an in-process upstream (objectsource/sim), and rows out of a real
+// PostgreSQL. Nothing here imports the service's packages.
+package integrationtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"callback/objectsource/sim"
+	"callback/pkg/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// buildService compiles the service into a temporary directory, with the race
+// detector when the tests themselves run with it.
+func buildService(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "callback")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "..")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// service is one running instance of the built binary.
+type service struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	URL  string // http://127.0.0.1:port
+	logs *syncBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, set before done is closed
+}
+
+// startService runs the binary with the contract's flags and any extra ones,
+// and waits until /healthz answers. The process is killed at cleanup if the
+// test has not stopped it; its logs are printed if the test failed.
+func startService(t *testing.T, bin, dbURL, srcURL string, extra ...string) *service {
+	t.Helper()
+	addr := freeAddr(t)
+	args := append([]string{"-addr", addr, "-src", srcURL, "-db", dbURL}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = t.TempDir() // no .env from the repository
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
+	s := &service{t: t, cmd: cmd, URL: "http://" + addr, logs: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start service: %v", err)
+	}
+	go func() {
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-s.done
+		}
+		if t.Failed() {
+			t.Logf("service logs:\n%s", s.logs.String())
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for {
+		resp, err := http.Get(s.URL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("service exited before it was ready: %v\n%s", s.err, s.logs.String())
+		case <-ctx.Done():
+			t.Fatalf("service not ready after 30s\n%s", s.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop sends sig and waits for the process to exit, at most limit.
+func (s *service) stop(sig syscall.Signal, limit time.Duration) (exitCode int, took time.Duration) {
+	s.t.Helper()
+	start := time.Now()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("signal: %v", err)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(limit):
+		s.t.Fatalf("service still running %v after %v", limit, sig)
+	}
+	return s.cmd.ProcessState.ExitCode(), time.Since(start)
+}
+
+// post sends one callback body and returns the status.
+func (s *service) post(t *testing.T, body string) int {
+	t.Helper()
+	resp, err := http.Post(s.URL+"/callback", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("post: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// upstream hosts the simulator's object service in-process.
+func upstream(t *testing.T, u *sim.Upstream) string {
+	t.Helper()
+	srv := httptest.NewServer(u)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// objectsTable reads the whole table.
+func objectsTable(t *testing.T, db *pgxpool.Pool) map[int64]time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := db.Query(ctx, "SELECT id, last_seen FROM objects")
+	if err != nil {
+		t.Fatalf("read objects: %v", err)
+	}
+	got := map[int64]time.Time{}
+	var id int64
+	var seen time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &seen}, func() error {
+		got[id] = seen
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read objects: %v", err)
+	}
+	return got
+}
+
+func connect(t *testing.T, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	db, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// eventually polls check until it returns nil or the timeout passes, and
+// fails the test with check's last error.
+func eventually(t *testing.T, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ledger records every callback sent and, for each ID, the newest send time
+// that the service accepted with a 2xx. A send's receipt time on the server
+// lies between Sent and Sent+Duration.
+type ledger struct {
+	mu       sync.Mutex
+	sends    int
+	accepted int
+	refused  int // 503 with Retry-After: allowed only where a test overloads on purpose
+	failed   []sim.SendResult
+	newest   map[int64]sim.SendResult // ID → newest accepted send naming it
+}
+
+func newLedger() *ledger { return &ledger{newest: map[int64]sim.SendResult{}} }
+
+// record is a sim.Sender OnSendFunc.
+func (l *ledger) record(r sim.SendResult) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sends++
+	switch {
+	case r.Err == nil && r.Status/100 == 2:
+		l.accepted++
+		for _, id := range r.IDs {
+			if old, ok := l.newest[id]; !ok || r.Sent.After(old.Sent) {
+				l.newest[id] = r
+			}
+		}
+	case r.Err == nil && r.Status == http.StatusServiceUnavailable && r.RetryAfter != "":
+		l.refused++
+	default:
+		l.failed = append(l.failed, r)
+	}
+}
+
+// check compares the table with the ledger: every online ID accepted within
+// the TTL is present with last_seen within 1 s of its newest receipt, no
+// offline ID is present, and no row is older than ttl+2s. It returns the
+// number of IDs checked and a description of each violation.
+func (l *ledger) check(table map[int64]time.Time, online func(int64) bool, ttl time.Duration, now time.Time) (checked int, problems []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range slices.Sorted(maps.Keys(l.newest)) {
+		r := l.newest[id]
+		seen, present := table[id]
+		switch {
+		case !online(id) && present:
+			problems = append(problems, fmt.Sprintf("offline id %d present", id))
+		case online(id) && now.Sub(r.Sent) < ttl-time.Second && !present:
+			problems = append(problems, fmt.Sprintf("lost: online id %d accepted at %v is missing", id, r.Sent.Format(time.StampMicro)))
+		case online(id) && present && (seen.Before(r.Sent.Add(-time.Second)) || seen.After(r.Sent.Add(r.Duration+time.Second))):
+			problems = append(problems, fmt.Sprintf("id %d last_seen %v, want within 1s of receipt %v",
+				id, seen.Format(time.StampMicro), r.Sent.Format(time.StampMicro)))
+		}
+		checked++
+	}
+	for id, seen := range table {
+		if age := now.Sub(seen); age > ttl+2*time.Second {
+			problems = append(problems, fmt.Sprintf("id %d is %v old, past ttl+2s", id, age.Round(time.Millisecond)))
+		}
+	}
+	return checked, problems
+}
+
+// settle waits until the table satisfies the ledger, or fails the test with
+// every violation it still sees.
+func (l *ledger) settle(t *testing.T, db *pgxpool.Pool, online func(int64) bool, ttl, timeout time.Duration) int {
+	t.Helper()
+	var checked int
+	eventually(t, timeout, func() error {
+		var problems []string
+		checked, problems = l.check(objectsTable(t, db), online, ttl, time.Now())
+		if len(problems) > 0 {
+			if len(problems) > 10 {
+				problems = append(problems[:10], fmt.Sprintf("... and %d more", len(problems)-10))
+			}
+			return errors.New(strings.Join(problems, "\n"))
+		}
+		return nil
+	})
+	return checked
+}
+
+func (l *ledger) counts() (sends, accepted, refused, failed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sends, l.accepted, l.refused, len(l.failed)
+}
+
+func (l *ledger) failures() []sim.SendResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.failed)
+}
+
+func even(id int64) bool { return id%2 == 0 }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's two output streams.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

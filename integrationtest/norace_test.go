@@ -1,0 +1,5 @@
+//go:build !race
+
+package integrationtest
+
+const raceEnabled = false

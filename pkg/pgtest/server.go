@@ -1,0 +1,393 @@
+package pgtest
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const (
+	// initdbTimeout bounds initdb, which takes a few seconds on a slow machine.
+	initdbTimeout = 2 * time.Minute
+	// readyTimeout bounds how long Start waits for the server to accept connections.
+	readyTimeout = 30 * time.Second
+	// stopTimeout bounds how long Stop waits for the postmaster to exit before killing it.
+	stopTimeout = 30 * time.Second
+	// startAttempts is how often the first start picks a new port. The free port we pick can
+	// be taken by a parallel test binary before postgres binds it.
+	startAttempts = 3
+)
+
+// errExited means the postmaster exited before it accepted connections, usually because the
+// port was taken; the log file says why.
+var errExited = errors.New("postgres exited during startup")
+
+// Server is a throwaway PostgreSQL cluster: a data directory in its own temporary directory and
+// one postmaster listening on 127.0.0.1 at a fixed port. The port survives Stop and Start, so
+// clients configured with a URL reconnect once the server is back.
+//
+// The server runs with fsync off, so a crash of the machine may corrupt it, which is fine for
+// data that is deleted at the end of the test binary anyway.
+type Server struct {
+	dir      string              // temporary directory: data/, postgres.log, the unix socket
+	postgres string              // path of the postgres binary
+	cred     *syscall.Credential // the postgres OS user when we run as root, else nil
+	port     int
+
+	mu   sync.Mutex // guards proc
+	proc *process   // nil while the server is stopped
+}
+
+// process is one run of the postmaster, from spawn until it exits.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the postmaster has exited and been reaped
+	err  error         // cmd.Wait's result; read only after done is closed
+}
+
+// AdminURL returns the URL of the "postgres" maintenance database, as superuser postgres.
+func (s *Server) AdminURL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port)
+}
+
+// Stop shuts the server down fast (clients are disconnected, nothing is waited for) and blocks
+// until the postmaster has exited. Stopping a stopped server does nothing.
+func (s *Server) Stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return nil
+	}
+	p := s.proc
+	s.proc = nil
+	if err := p.stop(syscall.SIGINT); err != nil { // SIGINT is postgres's "fast" shutdown
+		return fmt.Errorf("stop postgres on port %d: %w", s.port, err)
+	}
+	return nil
+}
+
+// Start starts the server again on the same port and data directory and blocks until it
+// accepts connections. Starting a running server does nothing. On failure the error includes
+// the tail of the server log.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		return nil
+	}
+	p, err := s.spawn()
+	if err != nil {
+		return fmt.Errorf("start postgres on port %d: %w", s.port, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := s.waitReady(ctx, p); err != nil {
+		if !errors.Is(err, errExited) {
+			err = errors.Join(err, p.stop(syscall.SIGQUIT))
+		}
+		return fmt.Errorf("start postgres on port %d: %w\n--- tail of %s ---\n%s",
+			s.port, err, s.logPath(), s.logTail())
+	}
+	s.proc = p
+	return nil
+}
+
+// startCluster finds the server binaries, creates a cluster in a new temporary directory and
+// starts it. It returns errNoPostgres when there are no binaries.
+func startCluster() (*Server, error) {
+	initdb, postgres, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serverCredential()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		return nil, fmt.Errorf("create cluster dir: %w", err)
+	}
+	s := &Server{dir: dir, postgres: postgres, cred: cred}
+	if err := s.init(initdb); err != nil {
+		return nil, errors.Join(err, s.removeDir())
+	}
+	for attempt := 1; ; attempt++ {
+		s.port, err = freePort()
+		if err == nil {
+			err = s.Start()
+		}
+		if err == nil {
+			return s, nil
+		}
+		if attempt == startAttempts || !errors.Is(err, errExited) {
+			return nil, errors.Join(err, s.removeDir())
+		}
+	}
+}
+
+// serverCredential returns the OS user to run initdb and postgres as. Both refuse to run as
+// root, so as root we switch to the "postgres" user that the distribution packages create.
+// Switching in the child via SysProcAttr rather than through runuser keeps the postmaster our
+// direct child: runuser would sit in between, turn any signal it gets into SIGTERM followed by
+// SIGKILL two seconds later, and hide the postmaster from Pdeathsig.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, so postgres must run as OS user postgres: %w", err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("parse uid of user postgres: %w", err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("parse gid of user postgres: %w", err)
+	}
+	// An empty Groups drops root's supplementary groups.
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+}
+
+// init runs initdb. Trust authentication is safe because the server listens on 127.0.0.1 and
+// in a private socket directory only; the C locale keeps sorting identical on every machine.
+func (s *Server) init(initdb string) error {
+	if s.cred != nil {
+		// MkdirTemp made the directory 0700 for root; the server user must create data/ in it.
+		if err := os.Chown(s.dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+			return fmt.Errorf("chown cluster dir: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), initdbTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, initdb,
+		"-D", s.dataDir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	cmd.Dir = s.dir // the server user may not be able to read our working directory
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb %s: %w\n%s", s.dataDir(), err, out)
+	}
+	return nil
+}
+
+// spawn starts the postmaster without waiting for it to accept connections. Server output goes
+// to the log file, appended across restarts.
+func (s *Server) spawn() (*process, error) {
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	cmd := exec.Command(s.postgres,
+		"-D", s.dataDir(),
+		"-p", strconv.Itoa(s.port),
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "unix_socket_directories="+s.dir,
+		// Durability buys nothing for data deleted at the end of the run.
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		// Headroom for many parallel tests, each with its own pool.
+		"-c", "max_connections=200",
+	)
+	cmd.Dir = s.dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: s.cred,
+		// Its own process group keeps the terminal's Ctrl-C away from the postmaster, so that
+		// it is shut down in one way only: by Stop, by Main, or by Pdeathsig.
+		Setpgid: true,
+		// If the test binary dies without reaching Main (Ctrl-C, a test timeout, SIGKILL), the
+		// kernel sends the postmaster SIGQUIT, which is postgres's immediate shutdown.
+		Pdeathsig: syscall.SIGQUIT,
+	}
+
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
+	// This goroutine owns the process: it starts it, reaps it and then closes done. Stop and
+	// shutdown wait for done. It keeps its OS thread locked because Pdeathsig fires when the
+	// thread that forked the child exits, not when the process does, and the Go runtime may
+	// otherwise end or reuse that thread.
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- errors.Join(err, logf.Close()) // the child holds its own copy of the log fd
+		if err != nil {
+			return
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("spawn %s: %w", s.postgres, err)
+	}
+	return p, nil
+}
+
+// waitReady polls until the server accepts a connection to the maintenance database. It gives
+// up as soon as the postmaster exits, rather than waiting out ctx.
+func (s *Server) waitReady(ctx context.Context, p *process) error {
+	const interval = 50 * time.Millisecond
+	for {
+		connCtx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, err := pgx.Connect(connCtx, s.AdminURL())
+		if err == nil {
+			err = conn.Close(connCtx)
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%w: %v", errExited, p.err)
+		case <-ctx.Done():
+			return fmt.Errorf("wait for connections: %w (last attempt: %v)", ctx.Err(), err)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// stop sends sig to the postmaster and waits for it to exit, killing it after stopTimeout.
+// SIGINT is a fast shutdown (a checkpoint, then exit); SIGQUIT is immediate (no checkpoint).
+func (p *process) stop(sig syscall.Signal) error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("postgres had already exited: %v", p.err)
+	default:
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal postgres: %w", err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(stopTimeout):
+	}
+	err := p.cmd.Process.Kill()
+	<-p.done
+	return errors.Join(fmt.Errorf("postgres ignored %v for %v, killed it", sig, stopTimeout), err)
+}
+
+// shutdown stops the server immediately, since its data is about to be deleted, and removes
+// its directory. Main calls it once all tests have finished.
+func (s *Server) shutdown() error {
+	s.mu.Lock()
+	p := s.proc
+	s.proc = nil
+	s.mu.Unlock()
+	var err error
+	if p != nil {
+		err = p.stop(syscall.SIGQUIT)
+	}
+	return errors.Join(err, s.removeDir())
+}
+
+func (s *Server) removeDir() error {
+	if err := os.RemoveAll(s.dir); err != nil {
+		return fmt.Errorf("remove cluster dir: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
+func (s *Server) logPath() string { return filepath.Join(s.dir, "postgres.log") }
+
+// logTail returns the end of the server log, for error messages.
+func (s *Server) logTail() string {
+	const tailBytes = 4 << 10
+	b, err := os.ReadFile(s.logPath())
+	if err != nil {
+		return fmt.Sprintf("(read log: %v)", err)
+	}
+	if len(b) > tailBytes {
+		b = b[len(b)-tailBytes:]
+	}
+	return string(b)
+}
+
+// freePort asks the kernel for a free TCP port on 127.0.0.1. The port is free only until
+// somebody else takes it, which is why startCluster retries.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick free port: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("pick free port: %w", err)
+	}
+	return port, nil
+}
+
+// findBinaries returns initdb and postgres from PATH or else from the newest
+// /usr/lib/postgresql/*/bin, where Debian and Ubuntu install them off PATH. Both come from the
+// same directory when possible, so that their versions match.
+func findBinaries() (initdb, postgres string, err error) {
+	if initdb, err := exec.LookPath("initdb"); err == nil {
+		if postgres := filepath.Join(filepath.Dir(initdb), "postgres"); isExecutable(postgres) {
+			return initdb, postgres, nil
+		}
+		if postgres, err := exec.LookPath("postgres"); err == nil {
+			return initdb, postgres, nil
+		}
+	}
+	dirs, err := filepath.Glob("/usr/lib/postgresql/*/bin")
+	if err != nil {
+		return "", "", fmt.Errorf("find postgres binaries: %w", err)
+	}
+	slices.SortFunc(dirs, func(a, b string) int { // newest first
+		return compareVersions(filepath.Base(filepath.Dir(b)), filepath.Base(filepath.Dir(a)))
+	})
+	for _, dir := range dirs {
+		initdb, postgres := filepath.Join(dir, "initdb"), filepath.Join(dir, "postgres")
+		if isExecutable(initdb) && isExecutable(postgres) {
+			return initdb, postgres, nil
+		}
+	}
+	return "", "", errNoPostgres
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// compareVersions orders dotted versions numerically, so that "10" is newer than "9.6".
+// Parts that are not numbers sort first.
+func compareVersions(a, b string) int {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := range max(len(as), len(bs)) {
+		if c := cmp.Compare(versionPart(as, i), versionPart(bs, i)); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+func versionPart(parts []string, i int) int {
+	if i >= len(parts) {
+		return 0
+	}
+	n, err := strconv.Atoi(parts[i])
+	if err != nil {
+		return -1
+	}
+	return n
+}
