@@ -99,6 +99,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TTL:           cfg.TTL,
 	})
 	sweeper := expiry.New(log, db, cfg.TTL, cfg.SweepInterval, cfg.SweepBatch, cfg.DBTimeout)
+	sweeper.PauseFunc = pipe.WritesBehind
 
 	mux := http.NewServeMux()
 	addRoutes(mux, log, pipe)

@@ -25,6 +25,10 @@ type Sweeper struct {
 	timeout  time.Duration // per statement
 	// NowFunc is the clock; tests replace it. Defaults to time.Now.
 	NowFunc func() time.Time
+	// PauseFunc, if set, is asked before each sweep; while it reports true
+	// the sweep is skipped. main pauses sweeps while the batch writer holds
+	// unwritten sightings, which are newer than the rows they would refresh.
+	PauseFunc func() bool
 }
 
 // New returns a sweeper that deletes rows older than ttl every interval, at
@@ -52,7 +56,13 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
 	for {
-		n, err := s.Sweep(ctx)
+		var (
+			n   int64
+			err error
+		)
+		if s.PauseFunc == nil || !s.PauseFunc() {
+			n, err = s.Sweep(ctx)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.WarnContext(ctx, "sweep", "count", n, "err", err)

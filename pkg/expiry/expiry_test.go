@@ -372,3 +372,40 @@ func TestNewNilDependency(t *testing.T) {
 		})
 	}
 }
+
+// TestRunPaused skips sweeps while PauseFunc says the writer is behind, and
+// resumes at the next tick after it catches up.
+func TestRunPaused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		s := expiry.New(discardLogger(), rec.deleter(), 30*time.Second, time.Second, 10, time.Second)
+		var mu sync.Mutex
+		behind := true
+		s.PauseFunc = func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return behind
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+
+		time.Sleep(3500 * time.Millisecond) // the start sweep and three ticks, all paused
+		synctest.Wait()
+		if got := len(rec.Calls()); got != 0 {
+			t.Fatalf("DeleteStale called %d times while paused, want 0", got)
+		}
+		mu.Lock()
+		behind = false
+		mu.Unlock()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := len(rec.Calls()); got != 1 {
+			t.Fatalf("DeleteStale called %d times after resuming, want 1", got)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	})
+}

@@ -31,10 +31,12 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 				p.log.InfoContext(ctx, "database writes recovered", "attempts", failures+1)
 			}
 			failures, retry = 0, nil
+			p.behind.Store(false)
 		case ctx.Err() != nil:
 			retry = nil // cancelled: the last attempt below decides
 		default:
 			failures++
+			p.behind.Store(true)
 			p.stats.writeErrs.Add(1)
 			wait := backoff(p.opt.RetryBase, p.opt.RetryMax, failures)
 			p.log.WarnContext(ctx, "write failed, keeping rows for retry",

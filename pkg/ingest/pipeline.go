@@ -116,6 +116,7 @@ type Pipeline struct {
 	intake chan Callback // created and closed by the Pipeline; read by the dispatcher
 
 	waiting atomic.Int64 // distinct IDs waiting for a worker, published by the dispatcher
+	behind  atomic.Bool  // the writer holds rows a failed write could not store
 	stats   counters
 }
 
@@ -176,6 +177,12 @@ func (p *Pipeline) Accepting() bool {
 	defer p.mu.RUnlock()
 	return !p.closed
 }
+
+// WritesBehind reports whether the writer holds rows that a failed write
+// could not store yet. The sweeper pauses meanwhile: those rows carry newer
+// receipt times than the table, and deleting by the table's older times would
+// drop objects that were in fact seen.
+func (p *Pipeline) WritesBehind() bool { return p.behind.Load() }
 
 // Run does the work until Close has been called and everything enqueued
 // before it is written. Cancelling ctx abandons what is left: lookups stop,

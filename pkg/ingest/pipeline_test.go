@@ -398,3 +398,33 @@ func TestWriterKeepsNewestPerID(t *testing.T) {
 		}
 	})
 }
+
+func TestWritesBehind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		down := true
+		u := &fakeUpserter{UpsertObjectsFunc: func(context.Context, []store.Sighting) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if down {
+				return errors.New("connection refused")
+			}
+			return nil
+		}}
+		p := New(discard(), &fakeFetcher{FetchFunc: evenOnline(0)}, u, Options{})
+		wait := start(t, t.Context(), p)
+		must(t, p.Enqueue(Callback{IDs: []int64{2}, Received: time.Now()}))
+		time.Sleep(time.Second)
+		if !p.WritesBehind() {
+			t.Error("WritesBehind = false while writes fail, want true")
+		}
+		mu.Lock()
+		down = false
+		mu.Unlock()
+		time.Sleep(10 * time.Second)
+		if p.WritesBehind() {
+			t.Error("WritesBehind = true after a successful write, want false")
+		}
+		must(t, wait())
+	})
+}
