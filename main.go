@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// IdleTimeout, net/http uses ReadTimeout as the idle limit, and a
 		// server that closes an idle connection just as the sender reuses it
 		// makes that POST fail. Keep idle connections far longer than 5 s.
-		IdleTimeout:    120 * time.Second,
+		IdleTimeout:    cfg.IdleTimeout,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -148,6 +148,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// context is already cancelled and would make it return at once.
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
 	defer cancel()
+	// A second signal means "now": abandon the drain as the deadline would.
+	// The pipeline logs how many IDs that abandons.
+	force, stopForce := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopForce()
+	stopOnForce := context.AfterFunc(force, func() {
+		log.Warn("second signal, abandoning the drain")
+		cancelWork()
+	})
+	defer stopOnForce()
 	if err := srv.Shutdown(drainCtx); err != nil { // 1. no new callbacks; in-flight ones finish
 		log.Warn("http shutdown", "err", err)
 	}

@@ -74,6 +74,10 @@ type Config struct {
 	// written by then are logged as abandoned. -drain-timeout, DRAIN_TIMEOUT,
 	// default 30s.
 	DrainTimeout time.Duration
+	// IdleTimeout is how long a kept-alive connection may sit idle. It must be
+	// well above the senders' 5 s rhythm, or the server may close a connection
+	// at the moment a sender reuses it. -idle-timeout, IDLE_TIMEOUT, default 120s.
+	IdleTimeout time.Duration
 	// LogLevel is debug, info, warn or error. -log-level, LOG_LEVEL, default info.
 	LogLevel slog.Level
 }
@@ -135,6 +139,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	dur(&c.SweepInterval, "sweep-interval", "SWEEP_INTERVAL", time.Second, "how often stale objects are deleted")
 	num(&c.SweepBatch, "sweep-batch", "SWEEP_BATCH", 5000, "rows per delete statement")
 	dur(&c.DrainTimeout, "drain-timeout", "DRAIN_TIMEOUT", 30*time.Second, "how long shutdown may spend finishing queued work")
+	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open")
 
 	level := "info"
 	str(&level, "log-level", "LOG_LEVEL", level, "log level: debug, info, warn or error")
@@ -172,6 +177,7 @@ func (c Config) check() []error {
 	}{
 		{"ttl", c.TTL}, {"fetch-timeout", c.FetchTimeout}, {"flush-interval", c.FlushInterval},
 		{"db-timeout", c.DBTimeout}, {"sweep-interval", c.SweepInterval}, {"drain-timeout", c.DrainTimeout},
+		{"idle-timeout", c.IdleTimeout},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: %v must be positive", d.name, d.v))
@@ -209,6 +215,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("sweep_interval", c.SweepInterval),
 		slog.Int("sweep_batch", c.SweepBatch),
 		slog.Duration("drain_timeout", c.DrainTimeout),
+		slog.Duration("idle_timeout", c.IdleTimeout),
 		slog.String("log_level", c.LogLevel.String()),
 	)
 }

@@ -35,6 +35,7 @@ func defaults() config.Config {
 		SweepInterval: time.Second,
 		SweepBatch:    5000,
 		DrainTimeout:  30 * time.Second,
+		IdleTimeout:   120 * time.Second,
 		LogLevel:      slog.LevelInfo,
 	}
 }
@@ -56,6 +57,7 @@ var fullEnv = map[string]string{
 	"SWEEP_INTERVAL":    "2s",
 	"SWEEP_BATCH":       "100",
 	"DRAIN_TIMEOUT":     "1m",
+	"IDLE_TIMEOUT":      "90s",
 	"LOG_LEVEL":         "debug",
 }
 
@@ -76,6 +78,7 @@ func fromEnv() config.Config {
 		SweepInterval: 2 * time.Second,
 		SweepBatch:    100,
 		DrainTimeout:  time.Minute,
+		IdleTimeout:   90 * time.Second,
 		LogLevel:      slog.LevelDebug,
 	}
 }
@@ -97,6 +100,7 @@ var allFlags = []string{
 	"-sweep-interval", "500ms",
 	"-sweep-batch", "11",
 	"-drain-timeout", "12s",
+	"-idle-timeout", "13s",
 	"-log-level", "error",
 }
 
@@ -117,6 +121,7 @@ func fromFlags() config.Config {
 		SweepInterval: 500 * time.Millisecond,
 		SweepBatch:    11,
 		DrainTimeout:  12 * time.Second,
+		IdleTimeout:   13 * time.Second,
 		LogLevel:      slog.LevelError,
 	}
 }

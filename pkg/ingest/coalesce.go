@@ -146,7 +146,7 @@ func (p *Pipeline) dispatch(ctx context.Context, work chan<- job, done <-chan ou
 				n += len(cb.IDs)
 			}
 			p.stats.abandoned.Add(int64(n))
-			p.log.ErrorContext(ctx, "drain cut short, abandoning queued ids",
+			p.log.WarnContext(ctx, "drain cut short, abandoning queued ids",
 				"count", n, "in_flight", len(c.flying), "err", context.Cause(ctx))
 			// Collect the outcome of every flight before returning: a worker
 			// blocked on a full done channel would never exit. Their lookups

@@ -315,7 +315,7 @@ func TestEnqueueRefuses(t *testing.T) {
 			}}
 			p := New(discard(), f, u, Options{Workers: 1, MaxPending: 3})
 			wait := start(t, t.Context(), p)
-			must(t, p.Enqueue(Callback{IDs: []int64{1, 2, 3, 4}})) // 1 in flight, 3 waiting
+			must(t, p.Enqueue(Callback{IDs: []int64{1, 2, 3, 4}, Received: time.Now()})) // 1 in flight, 3 waiting
 			synctest.Wait()
 			if err := p.Enqueue(Callback{IDs: []int64{5}}); !errors.Is(err, ErrFull) {
 				t.Errorf("Enqueue = %v, want ErrFull", err)
@@ -426,5 +426,28 @@ func TestWritesBehind(t *testing.T) {
 			t.Error("WritesBehind = true after a successful write, want false")
 		}
 		must(t, wait())
+	})
+}
+
+func TestPipelineSkipsExpiredReceipts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{FetchFunc: evenOnline(0)}
+		u := &fakeUpserter{}
+		p := New(discard(), f, u, Options{TTL: 30 * time.Second})
+		wait := start(t, t.Context(), p)
+		// Waited in an overloaded queue for longer than the TTL: its row would
+		// be swept at once, so it is not looked up.
+		must(t, p.Enqueue(Callback{IDs: []int64{2}, Received: time.Now().Add(-31 * time.Second)}))
+		must(t, p.Enqueue(Callback{IDs: []int64{4}, Received: time.Now().Add(-29 * time.Second)}))
+		must(t, wait())
+		if got := f.Calls(2); got != 0 {
+			t.Errorf("expired id fetched %d times, want 0", got)
+		}
+		if got, want := slices.Sorted(maps.Keys(u.Rows())), []int64{4}; !slices.Equal(got, want) {
+			t.Errorf("rows = %v, want %v", got, want)
+		}
+		if got := p.Stats().GaveUp; got != 1 {
+			t.Errorf("gave up = %d, want 1", got)
+		}
 	})
 }

@@ -33,6 +33,14 @@ func (p *Pipeline) process(ctx context.Context, j job, results chan<- store.Sigh
 		}
 	}()
 
+	// Under overload an ID can wait in the queue longer than the TTL; its row
+	// would be swept as soon as it was written, so skip the lookup. A newer
+	// callback naming it refreshes its receipt time and it is looked up then.
+	if p.expired(j.seen, 0) {
+		p.stats.gaveUp.Add(1)
+		p.log.DebugContext(ctx, "lookup skipped: receipt older than ttl", "object_id", j.id, "seen", j.seen)
+		return o
+	}
 	obj, ok := p.lookup(ctx, j)
 	if !ok {
 		return o
