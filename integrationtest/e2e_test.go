@@ -1,13 +1,11 @@
 package integrationtest
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -105,95 +103,6 @@ func TestDeletesStaleRows(t *testing.T) {
 	}
 }
 
-// TestSurvivesDatabaseRestart stops PostgreSQL for five seconds while
-// callbacks keep coming: every callback is still answered 202, and every
-// online ID is written once the database is back.
-func TestSurvivesDatabaseRestart(t *testing.T) {
-	cluster := pgtest.Cluster(t)
-	dbURL := pgtest.NewDB(t)
-	up := &sim.Upstream{MinLatency: 10 * time.Millisecond, MaxLatency: 200 * time.Millisecond}
-	svc := startService(t, buildService(t), dbURL, upstream(t, up),
-		"-ttl", "60s", "-db-timeout", "2s")
-	db := connect(t, dbURL)
-
-	l := newLedger()
-	s := &sim.Sender{
-		Target: svc.URL + "/callback", Rate: 20, IDRange: 5000, MaxIDs: 50,
-		OnSendFunc: l.record,
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Second)
-	defer cancel()
-	senderDone := make(chan struct{})
-	go func() {
-		defer close(senderDone)
-		if _, err := s.Run(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
-
-	time.Sleep(3 * time.Second)
-	if err := cluster.Stop(); err != nil {
-		t.Fatalf("stop postgres: %v", err)
-	}
-	down := time.Now()
-	time.Sleep(5 * time.Second)
-	if err := cluster.Start(); err != nil {
-		t.Fatalf("start postgres: %v", err)
-	}
-	t.Logf("postgres was down for %v", time.Since(down).Round(time.Millisecond))
-	<-senderDone
-
-	sends, accepted, refused, failed := l.counts()
-	if accepted != sends {
-		t.Errorf("accepted %d of %d sends (%d refused, %d failed): %v", accepted, sends, refused, failed, l.failures())
-	}
-	checked := l.settle(t, db, even, 60*time.Second, 30*time.Second)
-	t.Logf("sends %d, ids checked %d, lost 0", sends, checked)
-	if !strings.Contains(svc.logs.String(), "write failed, keeping rows for retry") {
-		t.Error("no failed write logged: the outage did not reach the writer, so this test proved nothing")
-	}
-}
-
-// TestSIGTERMDrains stops the service while most lookups are still queued:
-// it must exit 0 only after every accepted ID is written.
-func TestSIGTERMDrains(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
-	up := &sim.Upstream{MinLatency: 200 * time.Millisecond, MaxLatency: 600 * time.Millisecond}
-	svc := startService(t, buildService(t), dbURL, upstream(t, up),
-		"-ttl", "60s", "-workers", "64", "-drain-timeout", "60s")
-	db := connect(t, dbURL)
-
-	l := newLedger()
-	s := &sim.Sender{
-		Target: svc.URL + "/callback", Interval: -1, IDRange: 1000, MinIDs: 150, MaxIDs: 199,
-		MaxSends: 30, OnSendFunc: l.record,
-	}
-	if _, err := s.Run(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	_, accepted, _, _ := l.counts()
-	if accepted != 30 {
-		t.Fatalf("accepted %d of 30 sends: %v", accepted, l.failures())
-	}
-	queued := int64(len(l.newest)) - up.Requests()
-	code, took := svc.stop(syscall.SIGTERM, 90*time.Second)
-	if code != 0 {
-		t.Errorf("exit code = %d, want 0", code)
-	}
-	t.Logf("SIGTERM with about %d ids not yet looked up; exit %d after %v", queued, code, took.Round(time.Millisecond))
-	if queued < 100 {
-		t.Errorf("only %d ids queued at SIGTERM, want a real backlog", queued)
-	}
-	// The process is gone: whatever it wrote is all there will be.
-	checked, problems := l.check(objectsTable(t, db), even, 60*time.Second, time.Now())
-	if len(problems) > 0 {
-		t.Errorf("%d of %d ids wrong after drain:\n%s", len(problems), checked, strings.Join(problems, "\n"))
-	}
-	if !strings.Contains(svc.logs.String(), `"msg":"drained"`) {
-		t.Error(`no "drained" log line`)
-	}
-}
-
 // TestUpstreamErrors: a third of lookups fail with 500; retries still store
 // everything.
 func TestUpstreamErrors(t *testing.T) {
@@ -277,32 +186,4 @@ func TestBadInputGets4xx(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// TestCustomerRhythm runs our simulator with the customer's settings (a post
-// 5 s after each answer, a 1 s client timeout, keep-alive connections, lookups
-// of 0.3 to 4.3 s) against the service: no send may fail. The idle-connection
-// race of earlier teams shows up as a failed post on a reused connection.
-func TestCustomerRhythm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("takes 30s")
-	}
-	dbURL := pgtest.NewDB(t)
-	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4300 * time.Millisecond}
-	svc := startService(t, buildService(t), dbURL, upstream(t, up))
-	db := connect(t, dbURL)
-
-	l := newLedger()
-	s := &sim.Sender{Target: svc.URL + "/callback", Senders: 2, OnSendFunc: l.record}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	sum, err := s.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sum.Errors != 0 || sum.Non2xx != 0 {
-		t.Errorf("summary %v: want no errors and no non-2xx: %v", sum, l.failures())
-	}
-	checked := l.settle(t, db, even, 30*time.Second, 15*time.Second)
-	t.Logf("customer rhythm for 30s: %v; %d ids checked, lost 0", sum, checked)
 }

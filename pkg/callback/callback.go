@@ -55,12 +55,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ids, err := decode(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
-		status, msg := http.StatusBadRequest, err.Error()
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		status, msg, level := http.StatusBadRequest, err.Error(), slog.LevelDebug
+		var (
+			tooBig  *http.MaxBytesError
+			timeout interface{ Timeout() bool }
+		)
+		switch {
+		case errors.As(err, &tooBig):
 			status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes)
+		case errors.Is(err, errRead) && errors.As(err, &timeout) && timeout.Timeout():
+			status, msg, level = http.StatusRequestTimeout, "body not received in time", slog.LevelWarn
+		case errors.Is(err, errRead):
+			msg, level = errRead.Error(), slog.LevelWarn // the cause names sockets: log it only
 		}
-		h.log.DebugContext(r.Context(), "bad callback", "status", status, "err", err)
+		h.log.Log(r.Context(), level, "bad callback", "status", status, "err", err)
 		writeError(w, status, msg)
 		return
 	}
@@ -89,6 +97,7 @@ var (
 	errNoIDs     = errors.New("object_ids is required and must be an array")
 	errBadID     = errors.New("object_ids must hold integers in int64 range")
 	errTrailing  = errors.New("unexpected data after the JSON object")
+	errRead      = errors.New("could not read the body") // a transport failure, not bad JSON
 )
 
 // decode reads one JSON object with an "object_ids" array of integers.
@@ -99,8 +108,11 @@ func decode(body io.Reader) ([]int64, error) {
 	}
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		var typeErr *json.UnmarshalTypeError
+		var (
+			tooBig  *http.MaxBytesError
+			typeErr *json.UnmarshalTypeError
+			syntax  *json.SyntaxError
+		)
 		switch {
 		case errors.As(err, &tooBig):
 			return nil, err
@@ -112,16 +124,24 @@ func decode(body io.Reader) ([]int64, error) {
 			return nil, errNotObject
 		case errors.As(err, &typeErr):
 			return nil, errNoIDs
-		default:
+		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
 			return nil, fmt.Errorf("invalid JSON: %w", err)
+		default: // the body could not be read: a timeout or a reset
+			return nil, fmt.Errorf("%w: %w", errRead, err)
 		}
 	}
 	// Exactly one value: anything but white space after it is an error, and
 	// reading to EOF also catches a body over the limit hidden after it.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		var (
+			tooBig *http.MaxBytesError
+			syntax *json.SyntaxError
+		)
+		switch {
+		case errors.As(err, &tooBig):
 			return nil, err
+		case err != nil && !errors.As(err, &syntax):
+			return nil, fmt.Errorf("%w: %w", errRead, err)
 		}
 		return nil, errTrailing
 	}

@@ -395,3 +395,56 @@ func BenchmarkHandler(b *testing.B) {
 		}
 	}
 }
+
+// failingReader yields a prefix of a body and then err, as a connection
+// that times out or is reset mid-body does.
+type failingReader struct {
+	prefix io.Reader
+	err    error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if n, _ := r.prefix.Read(p); n > 0 {
+		return n, nil
+	}
+	return 0, r.err
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "read tcp 127.0.0.1:9090->127.0.0.1:5555: i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+func TestHandlerBodyReadErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		wantStatus int
+	}{
+		{"timeout", timeoutError{}, http.StatusRequestTimeout},
+		{"reset", errors.New("read tcp 127.0.0.1:9090->127.0.0.1:5555: connection reset by peer"), http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			called := false
+			h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func(ingest.Callback) error {
+				called = true
+				return nil
+			}})
+			body := &failingReader{prefix: strings.NewReader(`{"object_ids":[1`), err: tt.err}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/callback", body))
+			if rec.Code != tt.wantStatus {
+				t.Errorf("status = %d, want %d", rec.Code, tt.wantStatus)
+			}
+			msg := checkErrorBody(t, rec)
+			if strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "JSON") {
+				t.Errorf("error = %q, want a fixed message that neither blames the JSON nor names sockets", msg)
+			}
+			if called {
+				t.Error("enqueued a body that was never fully read")
+			}
+		})
+	}
+}

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"callback/objectsource/sim"
+	"callback/pkg/callback"
+	"callback/pkg/ingest"
+	"callback/pkg/objects"
+	"callback/pkg/pgtest"
+	"callback/pkg/store"
+)
+
+// Panics in the real wiring: a panic after a callback was enqueued must
+// cost the sender a 500 but no IDs, and a panic in a lookup must cost
+// nothing at all. The panics come from test wrappers injected through the
+// constructors; production code has no hook for them.
+
+// TestHandlerPanicAfterEnqueue panics in the handler after the real pipeline
+// has taken the callback: that request gets a JSON 500, the server keeps
+// answering 202, and the panicking request's IDs are written anyway.
+func TestHandlerPanicAfterEnqueue(t *testing.T) {
+	const marker = 4242 // the request naming this ID panics
+	rig := newPanicRig(t, nil, func(c ingest.Callback) bool { return slices.Contains(c.IDs, marker) })
+
+	bodies := []struct {
+		body string
+		want int
+	}{
+		{`{"object_ids":[10,11,12]}`, http.StatusAccepted},
+		{`{"object_ids":[4240,4241,4242]}`, http.StatusInternalServerError},
+		{`{"object_ids":[20,21,22]}`, http.StatusAccepted},
+		{`{"object_ids":[30,31,32]}`, http.StatusAccepted},
+		{`{"object_ids":[40,41,42]}`, http.StatusAccepted},
+	}
+	for _, b := range bodies {
+		resp, err := rig.client.Post(rig.url+"/callback", "application/json", strings.NewReader(b.body))
+		if err != nil {
+			t.Fatalf("POST %s: %v", b.body, err)
+		}
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("POST %s: read answer: %v", b.body, err)
+		}
+		if resp.StatusCode != b.want {
+			t.Errorf("POST %s: status = %d, want %d (body %q)", b.body, resp.StatusCode, b.want, raw)
+		}
+		if b.want != http.StatusInternalServerError {
+			continue
+		}
+		if got := resp.Header.Get("Content-Type"); got != "application/json" {
+			t.Errorf("POST %s: Content-Type = %q, want application/json", b.body, got)
+		}
+		var answer struct {
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(raw, &answer); err != nil || answer.Error == "" {
+			t.Errorf("POST %s: body %q, want {\"error\":\"...\"} (%v)", b.body, raw, err)
+		}
+	}
+
+	// 4240 and 4242 came only in the panicking request.
+	want := []int64{10, 12, 20, 22, 30, 32, 40, 42, 4240, 4242}
+	rig.waitForIDs(t, want, 15*time.Second)
+	if n := strings.Count(rig.logs.String(), `"msg":"handler panicked"`); n != 1 {
+		t.Errorf("logged %d handler panics, want 1", n)
+	}
+	rig.stop(t)
+	if s := rig.pipe.Stats(); s.Panics != 0 || s.Abandoned != 0 {
+		t.Errorf("pipeline stats %+v, want no panics and nothing abandoned: the panic was the handler's", s)
+	}
+}
+
+// TestWorkerPanicRequeues panics in the Fetcher the first time it is asked
+// for one ID: the worker recovers, the ID is looked up again and written with
+// its original receipt time, and the pipeline counts exactly one panic.
+func TestWorkerPanicRequeues(t *testing.T) {
+	const victim = 7002
+	var panicked atomic.Bool
+	rig := newPanicRig(t, func(next ingest.Fetcher) ingest.Fetcher {
+		return &panicFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+			if id == victim && panicked.CompareAndSwap(false, true) {
+				panic(fmt.Sprintf("test panic on first lookup of %d", id))
+			}
+			return next.Fetch(ctx, id)
+		}}
+	}, nil)
+
+	received := time.Now()
+	if err := rig.pipe.Enqueue(ingest.Callback{IDs: []int64{7000, 7001, 7002, 7003, 7004}, Received: received}); err != nil {
+		t.Fatalf("Enqueue = %v, want nil", err)
+	}
+	table := rig.waitForIDs(t, []int64{7000, 7002, 7004}, 15*time.Second)
+	if !panicked.Load() {
+		t.Fatal("the Fetcher never panicked: the test proved nothing")
+	}
+	if d := table[victim].Sub(received).Abs(); d > time.Millisecond {
+		t.Errorf("last_seen of %d = %v, want its receipt time %v", victim, table[victim], received)
+	}
+	if n := rig.up.Lookups(victim); n != 1 {
+		t.Errorf("upstream lookups of %d = %d, want 1 (the first attempt panicked before fetching)", victim, n)
+	}
+	rig.stop(t)
+	s := rig.pipe.Stats()
+	if s.Panics != 1 {
+		t.Errorf("Stats().Panics = %d, want 1", s.Panics)
+	}
+	if s.Abandoned != 0 || s.GaveUp != 0 {
+		t.Errorf("stats %+v, want nothing abandoned or given up", s)
+	}
+	if !strings.Contains(rig.logs.String(), `"msg":"lookup panicked"`) {
+		t.Error(`no "lookup panicked" log line`)
+	}
+}
+
+// panicEnqueuer hands each callback to next and then panics if PanicFunc
+// picks it, as a bug after a successful enqueue would.
+type panicEnqueuer struct {
+	next      callback.Enqueuer
+	PanicFunc func(c ingest.Callback) bool
+}
+
+func (p *panicEnqueuer) Enqueue(c ingest.Callback) error {
+	if err := p.next.Enqueue(c); err != nil {
+		return err
+	}
+	if p.PanicFunc != nil && p.PanicFunc(c) {
+		panic(fmt.Sprintf("test panic after enqueueing %v", c.IDs))
+	}
+	return nil
+}
+
+// panicFetcher is a Fetcher made of a function, to wrap the real client.
+type panicFetcher struct {
+	FetchFunc func(ctx context.Context, id int64) (objects.Object, error)
+}
+
+func (f *panicFetcher) Fetch(ctx context.Context, id int64) (objects.Object, error) {
+	return f.FetchFunc(ctx, id)
+}
+
+// panicRig is the real pipeline (objects client, simulated upstream, store
+// on a fresh PostgreSQL database) behind the real callback handler and
+// Recover, served by httptest.
+type panicRig struct {
+	pipe   *ingest.Pipeline
+	up     *sim.Upstream
+	pool   *pgxpool.Pool
+	url    string // base URL of the callback server
+	client *http.Client
+	logs   *syncBuffer // the JSON logs of handler and pipeline
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc // abandons Run's work if Close does not drain in time
+	runDone  chan error         // Run's result
+}
+
+// newPanicRig wires the service's parts as run does. wrapFetch, if set, wraps
+// the real objects client; panicIf, if set, makes the handler's Enqueuer
+// panic after enqueueing the callbacks it picks. The pipeline's Run goroutine
+// is stopped at cleanup if the test did not stop it.
+func newPanicRig(t *testing.T, wrapFetch func(ingest.Fetcher) ingest.Fetcher, panicIf func(ingest.Callback) bool) *panicRig {
+	t.Helper()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	pool, err := pgxpool.New(context.Background(), pgtest.NewDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := store.New(pool)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := db.EnsureSchema(ctx, schema); err != nil {
+		t.Fatal(err)
+	}
+
+	up := &sim.Upstream{MinLatency: 5 * time.Millisecond, MaxLatency: 50 * time.Millisecond}
+	upSrv := httptest.NewServer(up)
+	t.Cleanup(upSrv.Close)
+	var src ingest.Fetcher = objects.New(upSrv.URL, 8, 5*time.Second)
+	if wrapFetch != nil {
+		src = wrapFetch(src)
+	}
+	pipe := ingest.New(log, src, db, ingest.Options{Workers: 8, FlushInterval: 20 * time.Millisecond, TTL: 30 * time.Second})
+
+	mux := http.NewServeMux()
+	mux.Handle("/callback", callback.NewHandler(log, &panicEnqueuer{next: pipe, PanicFunc: panicIf}))
+	srv := httptest.NewServer(callback.Recover(log, mux))
+	t.Cleanup(srv.Close)
+	client := srv.Client()
+	client.Timeout = 5 * time.Second
+
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	rig := &panicRig{
+		pipe: pipe, up: up, pool: pool, url: srv.URL, client: client, logs: logs,
+		cancel: cancelRun, runDone: make(chan error, 1),
+	}
+	go func() { rig.runDone <- pipe.Run(runCtx) }()
+	// Registered last, so it runs first: the pipeline stops before the
+	// upstream and the pool it uses are closed.
+	t.Cleanup(func() { rig.stop(t) })
+	return rig
+}
+
+// stop closes the pipeline and waits for Run to drain and return, which must
+// be nil. After 30 s it cancels the remaining work and fails the test.
+func (r *panicRig) stop(t *testing.T) {
+	t.Helper()
+	r.stopOnce.Do(func() {
+		defer r.cancel()
+		r.pipe.Close()
+		select {
+		case err := <-r.runDone:
+			if err != nil {
+				t.Errorf("Run = %v, want nil after Close", err)
+			}
+		case <-time.After(30 * time.Second):
+			r.cancel()
+			t.Errorf("Run still running 30s after Close; cancelled: %v", <-r.runDone)
+		}
+	})
+}
+
+// waitForIDs polls the objects table until it holds exactly want, and
+// returns it; after timeout it fails the test with what it last saw.
+func (r *panicRig) waitForIDs(t *testing.T, want []int64, timeout time.Duration) map[int64]time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		table := r.table(t)
+		got := slices.Sorted(maps.Keys(table))
+		if slices.Equal(got, want) {
+			return table
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: ids = %v, want %v\nlogs:\n%s", timeout, got, want, r.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *panicRig) table(t *testing.T) map[int64]time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := r.pool.Query(ctx, "SELECT id, last_seen FROM objects")
+	if err != nil {
+		t.Fatalf("read objects: %v", err)
+	}
+	type row struct {
+		ID       int64     `db:"id"`
+		LastSeen time.Time `db:"last_seen"`
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[row])
+	if err != nil {
+		t.Fatalf("read objects: %v", err)
+	}
+	table := make(map[int64]time.Time, len(list))
+	for _, x := range list {
+		table[x.ID] = x.LastSeen
+	}
+	return table
+}
