@@ -187,3 +187,56 @@ func TestBadInputGets4xx(t *testing.T) {
 		return nil
 	})
 }
+
+// TestFullIntakeAnswers503 fills the service's set of waiting IDs: the next
+// callback gets 503 with Retry-After, never a blocked request, and once the
+// backlog drains callbacks are accepted again and nothing accepted is lost.
+func TestFullIntakeAnswers503(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := &sim.Upstream{MinLatency: 500 * time.Millisecond, MaxLatency: 500 * time.Millisecond}
+	svc := startService(t, buildService(t), dbURL, upstream(t, up),
+		"-ttl", "60s", "-workers", "1", "-max-pending", "5")
+	db := connect(t, dbURL)
+
+	l := newLedger()
+	post := func(body string) *http.Response {
+		t.Helper()
+		resp, err := http.Post(svc.URL+"/callback", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	ids := []int64{2, 4, 6, 8, 10, 12, 14}
+	sent := time.Now()
+	if resp := post(`{"object_ids":[2,4,6,8,10,12,14]}`); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("first POST = %d, want 202", resp.StatusCode)
+	}
+	l.record(sim.SendResult{IDs: ids, Sent: sent, Status: http.StatusAccepted})
+	// One ID is in flight and six wait: past -max-pending 5 as soon as the
+	// dispatcher has taken the body in.
+	var refused *http.Response
+	eventually(t, 5*time.Second, func() error {
+		refused = post(`{"object_ids":[16]}`)
+		if refused.StatusCode != http.StatusServiceUnavailable {
+			l.record(sim.SendResult{IDs: []int64{16}, Sent: time.Now(), Status: refused.StatusCode})
+			return fmt.Errorf("POST = %d, want 503", refused.StatusCode)
+		}
+		return nil
+	})
+	if got := refused.Header.Get("Retry-After"); got == "" {
+		t.Error("503 without Retry-After")
+	}
+	// The backlog drains at two lookups a second; then the sender's retry is accepted.
+	eventually(t, 10*time.Second, func() error {
+		sent := time.Now()
+		if resp := post(`{"object_ids":[16]}`); resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("retry POST = %d, want 202", resp.StatusCode)
+		}
+		l.record(sim.SendResult{IDs: []int64{16}, Sent: sent, Status: http.StatusAccepted})
+		return nil
+	})
+	checked := l.settle(t, db, even, 60*time.Second, 15*time.Second)
+	t.Logf("503 with Retry-After %q while full; after the drain %d ids checked, lost 0", refused.Header.Get("Retry-After"), checked)
+}
