@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,9 +71,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	log.Info("starting", "config", cfg)
 
-	// Database: the pool only connects when used, so set the schema up first.
-	// Waiting for it (rather than failing) lets the service start alongside
-	// its database, as docker compose and the dev script do.
+	// Database. The pool only connects when used; the schema is applied in
+	// the background (below), so the service starts and answers even while
+	// its database is still down.
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("parse database url: %w", err)
@@ -84,9 +85,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer pool.Close()
 	db := store.New(pool)
-	if err := ensureSchema(ctx, log, db, cfg.DBTimeout); err != nil {
-		return err
-	}
 
 	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout)
 	pipe := ingest.New(log, src, db, ingest.Options{
@@ -99,7 +97,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TTL:           cfg.TTL,
 	})
 	sweeper := expiry.New(log, db, cfg.TTL, cfg.SweepInterval, cfg.SweepBatch, cfg.DBTimeout)
-	sweeper.PauseFunc = pipe.WritesBehind
+	var schemaReady atomic.Bool
+	// Sweeping needs the table, and must wait while the writer holds rows
+	// newer than the table's (see Pipeline.WritesBehind).
+	sweeper.PauseFunc = func() bool { return !schemaReady.Load() || pipe.WritesBehind() }
 
 	mux := http.NewServeMux()
 	addRoutes(mux, log, pipe)
@@ -127,6 +128,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// its own channel when it has stopped.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// Until the schema is applied, writes fail and the writer keeps their rows
+	// and retries, as it does through any database outage: callbacks are
+	// accepted from the first second.
+	schemaDone := make(chan struct{})
+	go func() {
+		defer close(schemaDone)
+		if ensureSchema(ctx, log, db, cfg.DBTimeout) {
+			schemaReady.Store(true)
+		}
+	}()
 	pipeDone := make(chan error, 1)
 	go func() { pipeDone <- pipe.Run(workCtx) }()
 	sweepDone := make(chan error, 1)
@@ -169,7 +180,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		log.Info("drained")
 	}
-	<-sweepDone // 5. the sweeper stopped when ctx was cancelled
+	<-sweepDone  // 5. the sweeper stopped when ctx was cancelled
+	<-schemaDone // so did the schema set-up, if it was still retrying
 	if serveErr != nil {
 		return fmt.Errorf("serve: %w", serveErr)
 	}
@@ -197,24 +209,26 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline) {
 	})
 }
 
-// ensureSchema applies init.sql, retrying until the database answers or ctx
-// is cancelled.
-func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, timeout time.Duration) error {
+// ensureSchema applies init.sql, retrying until the database answers, and
+// reports whether it did; it gives up only when ctx is cancelled. Each failure
+// is logged here, where it stops.
+func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, timeout time.Duration) bool {
 	for attempt := 1; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, timeout)
 		err := db.EnsureSchema(sctx, schema)
 		cancel()
 		if err == nil {
-			return nil
+			log.Info("schema ready", "attempts", attempt)
+			return true
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("database not ready: %w", err)
+			return false
 		}
 		wait := min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)
 		log.Warn("database not ready, retrying", "attempt", attempt, "wait", wait, "err", err)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("database not ready: %w", err)
+			return false
 		case <-time.After(wait):
 		}
 	}

@@ -171,11 +171,19 @@ func upstream(t *testing.T, u http.Handler) string {
 // objectsTable reads the whole table.
 func objectsTable(t *testing.T, db *pgxpool.Pool) map[int64]time.Time {
 	t.Helper()
+	got, err := readTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func readTable(db *pgxpool.Pool) (map[int64]time.Time, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rows, err := db.Query(ctx, "SELECT id, last_seen FROM objects")
 	if err != nil {
-		t.Fatalf("read objects: %v", err)
+		return nil, fmt.Errorf("read objects: %w", err)
 	}
 	got := map[int64]time.Time{}
 	var id int64
@@ -185,9 +193,9 @@ func objectsTable(t *testing.T, db *pgxpool.Pool) map[int64]time.Time {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("read objects: %v", err)
+		return nil, fmt.Errorf("read objects: %w", err)
 	}
-	return got
+	return got, nil
 }
 
 func connect(t *testing.T, dbURL string) *pgxpool.Pool {
@@ -317,8 +325,12 @@ func (l *ledger) settle(t *testing.T, db *pgxpool.Pool, online func(int64) bool,
 	t.Helper()
 	var checked, required int
 	eventually(t, timeout, func() error {
+		table, err := readTable(db) // the table may not exist yet, or the database may be restarting
+		if err != nil {
+			return err
+		}
 		var problems []string
-		checked, required, problems = l.check(objectsTable(t, db), online, ttl, 0, time.Now())
+		checked, required, problems = l.check(table, online, ttl, 0, time.Now())
 		if len(problems) > 0 {
 			if len(problems) > 10 {
 				problems = append(problems[:10], fmt.Sprintf("... and %d more", len(problems)-10))

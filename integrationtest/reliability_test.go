@@ -602,3 +602,35 @@ func TestScenarioCustomerRhythm(t *testing.T) {
 		})
 	}
 }
+
+// Scenario 2b: the service starts while PostgreSQL is down. It answers at
+// once, and what it accepted is written when the database comes up.
+func TestScenarioDatabaseDownAtStart(t *testing.T) {
+	cluster := pgtest.Cluster(t)
+	dbURL := pgtest.NewDB(t)
+	if err := cluster.Stop(); err != nil {
+		t.Fatalf("stop postgres: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Start(); err != nil { // for the tests after this one
+			t.Errorf("start postgres: %v", err)
+		}
+	})
+	svc := startService(t, buildService(t), dbURL, upstream(t, &sim.Upstream{}), "-ttl", "60s")
+
+	l := newLedger()
+	_, err := (&sim.Sender{
+		Target: svc.URL + "/callback", Interval: 200 * time.Millisecond, IDRange: 500, MaxSends: 25, OnSendFunc: l.record,
+	}).Run(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sends := requireAllAccepted(t, l)
+	if err := cluster.Start(); err != nil {
+		t.Fatalf("start postgres: %v", err)
+	}
+	db := connect(t, dbURL)
+	checked := l.settle(t, db, even, 60*time.Second, 30*time.Second)
+	report(t, "database-down-at-start", fmt.Sprintf("%d callbacks in the first 5 s after start", sends),
+		"PostgreSQL down when the service started and while those callbacks came in", checked, 0)
+}
