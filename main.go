@@ -130,11 +130,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancelWork()
 	// Until the schema is applied, writes fail and the writer keeps their rows
 	// and retries, as it does through any database outage: callbacks are
-	// accepted from the first second.
+	// accepted from the first second. It runs on workCtx, not ctx: a drain
+	// that starts before the table exists still needs it.
 	schemaDone := make(chan struct{})
 	go func() {
 		defer close(schemaDone)
-		if ensureSchema(ctx, log, db, cfg.DBTimeout) {
+		if ensureSchema(workCtx, log, db, cfg.DBTimeout) {
 			schemaReady.Store(true)
 		}
 	}()
@@ -181,7 +182,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("drained")
 	}
 	<-sweepDone  // 5. the sweeper stopped when ctx was cancelled
-	<-schemaDone // so did the schema set-up, if it was still retrying
+	cancelWork() // 6. nothing left to write: stop the schema set-up if it still retries
+	<-schemaDone
 	if serveErr != nil {
 		return fmt.Errorf("serve: %w", serveErr)
 	}

@@ -130,3 +130,81 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestRunDrainsBeforeSchema shuts down before the schema could be applied
+// (the database is down): the drain must still create the table once the
+// database is back, and write what was accepted. Stopping schema set-up with
+// the signal, as an earlier version did, left the writer failing until the
+// drain timeout.
+func TestRunDrainsBeforeSchema(t *testing.T) {
+	cluster := pgtest.Cluster(t)
+	dbURL := pgtest.NewDB(t)
+	if err := cluster.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Start(); err != nil {
+			t.Error(err)
+		}
+	})
+	up := httptest.NewServer(&sim.Upstream{})
+	t.Cleanup(up.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-addr", addr, "-src", up.URL, "-db", dbURL, "-drain-timeout", "2m"}, noEnv, logs, io.Discard)
+	}()
+	var resp *http.Response
+	for i := 0; ; i++ {
+		resp, err = http.Post("http://"+addr+"/callback", "application/json", strings.NewReader(`{"object_ids":[4,5]}`))
+		if err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("service never answered: %v\n%s", err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST = %d, want 202", resp.StatusCode)
+	}
+	cancel() // SIGTERM while the table does not exist yet
+	time.Sleep(time.Second)
+	if err := cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v, want nil\n%s", err, logs.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("run did not return 60 s after the database came back\n%s", logs.String())
+	}
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var ids []int64
+	rows, err := conn.Query(context.Background(), "SELECT id FROM objects")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 1 || ids[0] != 4 {
+		t.Errorf("ids = %v, want [4]", ids)
+	}
+}
