@@ -112,6 +112,12 @@ func (p *Pipeline) dispatch(ctx context.Context, work chan<- job, done <-chan ou
 	var last Stats
 
 	for intake != nil || !c.idle() {
+		// Cancellation first: select picks at random among ready cases, and
+		// no new lookup may start once the drain is abandoned.
+		if ctx.Err() != nil {
+			p.abandon(ctx, c, done)
+			return
+		}
 		// A nil channel never sends, so the send case is off while nothing waits.
 		var out chan<- job
 		next, ok := c.next()
@@ -140,23 +146,26 @@ func (p *Pipeline) dispatch(ctx context.Context, work chan<- job, done <-chan ou
 				p.logStats(ctx, len(c.waiting), len(c.flying))
 			}
 		case <-ctx.Done():
-			// Callbacks still in intake are lost too: count their IDs.
-			n := c.pending()
-			for cb := range drainNow(p.intake) {
-				n += len(cb.IDs)
-			}
-			p.stats.abandoned.Add(int64(n))
-			p.log.WarnContext(ctx, "drain cut short, abandoning queued ids",
-				"count", n, "in_flight", len(c.flying), "err", context.Cause(ctx))
-			// Collect the outcome of every flight before returning: a worker
-			// blocked on a full done channel would never exit. Their lookups
-			// see the cancelled ctx and end quickly; a worker counts its own
-			// abandoned lookup, and the follow-ups were counted above.
-			for len(c.flying) > 0 {
-				delete(c.flying, (<-done).id)
-			}
+			p.abandon(ctx, c, done)
 			return
 		}
+	}
+}
+
+// abandon counts and logs what a cancelled drain leaves undone, then
+// collects the outcome of every flight: a worker blocked on a full done
+// channel would never exit. The in-flight lookups see the cancelled ctx and
+// end quickly; each worker counts its own, and the follow-ups are counted here.
+func (p *Pipeline) abandon(ctx context.Context, c *coalescer, done <-chan outcome) {
+	n := c.pending()
+	for cb := range drainNow(p.intake) { // callbacks still in intake are lost too
+		n += len(cb.IDs)
+	}
+	p.stats.abandoned.Add(int64(n))
+	p.log.WarnContext(ctx, "drain cut short, abandoning queued ids",
+		"count", n, "in_flight", len(c.flying), "err", context.Cause(ctx))
+	for len(c.flying) > 0 {
+		delete(c.flying, (<-done).id)
 	}
 }
 

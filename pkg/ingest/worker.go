@@ -33,6 +33,10 @@ func (p *Pipeline) process(ctx context.Context, j job, results chan<- store.Sigh
 		}
 	}()
 
+	if ctx.Err() != nil { // handed over just as the drain was abandoned
+		p.stats.abandoned.Add(1)
+		return o
+	}
 	// Under overload an ID can wait in the queue longer than the TTL; its row
 	// would be swept as soon as it was written, so skip the lookup. A newer
 	// callback naming it refreshes its receipt time and it is looked up then.
