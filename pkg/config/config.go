@@ -6,6 +6,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -126,7 +127,9 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 
 	str(&c.Addr, "addr", "ADDR", "localhost:9090", "listen address")
 	str(&c.SourceURL, "src", "OBJECT_SOURCE_URL", "http://localhost:9010", "base URL of the object service")
-	str(&c.DatabaseURL, "db", "DATABASE_URL", DefaultDatabaseURL, "PostgreSQL connection URL")
+	// Not str: -h prints defaults, and this one may hold a password.
+	fs.StringVar(&c.DatabaseURL, "db", "",
+		fmt.Sprintf("PostgreSQL connection URL (env DATABASE_URL) (default %q)", maskPassword(DefaultDatabaseURL)))
 	dur(&c.TTL, "ttl", "OBJECT_TTL", 30*time.Second, "delete objects not seen for longer than this")
 	num(&c.Workers, "workers", "WORKERS", 512, "concurrent upstream lookups")
 	num(&c.QueueSize, "queue-size", "QUEUE_SIZE", 1024, "callbacks buffered before answering 503")
@@ -146,6 +149,11 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err // already printed by fs, with the usage
+	}
+	dbSet := false
+	fs.Visit(func(f *flag.Flag) { dbSet = dbSet || f.Name == "db" })
+	if !dbSet {
+		c.DatabaseURL = cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL)
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))

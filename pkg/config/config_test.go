@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -383,5 +384,25 @@ func TestLogValueMasksPassword(t *testing.T) {
 				t.Errorf("DatabaseURL = %q after logging, want %q unchanged", c.DatabaseURL, tt.dsn)
 			}
 		})
+	}
+}
+
+func TestHelpHidesDatabasePassword(t *testing.T) {
+	getenv := func(k string) string {
+		return map[string]string{"DATABASE_URL": "postgres://u:topsecret@db/x"}[k]
+	}
+	var out bytes.Buffer
+	if _, err := config.Load([]string{"-h"}, getenv, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Load -h = %v, want flag.ErrHelp", err)
+	}
+	if strings.Contains(out.String(), "topsecret") {
+		t.Errorf("-h prints the password from DATABASE_URL:\n%s", out.String())
+	}
+	c, err := config.Load(nil, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.DatabaseURL, "postgres://u:topsecret@db/x"; got != want {
+		t.Errorf("DatabaseURL = %q, want %q from the environment", got, want)
 	}
 }
