@@ -45,13 +45,15 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 		}
 	}
 
+	// ready: not backing off after a failure, and not cancelled.
+	ready := func() bool { return retry == nil && ctx.Err() == nil }
 	cancelled := ctx.Done()
 	for in := results; in != nil || (len(pending) > 0 && ctx.Err() == nil); {
 		select {
 		case s, ok := <-in:
 			if !ok {
 				in = nil
-				if retry == nil && ctx.Err() == nil {
+				if ready() {
 					flush()
 				}
 				continue
@@ -59,11 +61,11 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 			if t, dup := pending[s.ID]; !dup || s.Seen.After(t) {
 				pending[s.ID] = s.Seen
 			}
-			if len(pending) >= p.opt.BatchSize && retry == nil && ctx.Err() == nil {
+			if len(pending) >= p.opt.BatchSize && ready() {
 				flush()
 			}
 		case <-tick.C:
-			if len(pending) > 0 && retry == nil && ctx.Err() == nil {
+			if len(pending) > 0 && ready() {
 				flush()
 			}
 		case <-retry:

@@ -112,12 +112,6 @@ func (p *Pipeline) dispatch(ctx context.Context, work chan<- job, done <-chan ou
 	var last Stats
 
 	for intake != nil || !c.idle() {
-		// Cancellation first: select picks at random among ready cases, and
-		// no new lookup may start once the drain is abandoned.
-		if ctx.Err() != nil {
-			p.abandon(ctx, c, done)
-			return
-		}
 		// A nil channel never sends, so the send case is off while nothing waits.
 		var out chan<- job
 		next, ok := c.next()
@@ -133,13 +127,12 @@ func (p *Pipeline) dispatch(ctx context.Context, work chan<- job, done <-chan ou
 			for _, id := range cb.IDs {
 				c.add(id, cb.Received)
 			}
-			p.waiting.Store(int64(len(c.waiting)))
 		case out <- next:
+			// If ctx was cancelled meanwhile, the worker counts the job as
+			// abandoned without starting it (see process).
 			c.start()
-			p.waiting.Store(int64(len(c.waiting)))
 		case o := <-done:
 			c.finish(o)
-			p.waiting.Store(int64(len(c.waiting)))
 		case <-tick.C:
 			if s := p.Stats(); s != last {
 				last = s
@@ -149,6 +142,7 @@ func (p *Pipeline) dispatch(ctx context.Context, work chan<- job, done <-chan ou
 			p.abandon(ctx, c, done)
 			return
 		}
+		p.waiting.Store(int64(len(c.waiting)))
 	}
 }
 

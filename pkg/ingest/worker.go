@@ -33,7 +33,9 @@ func (p *Pipeline) process(ctx context.Context, j job, results chan<- store.Sigh
 		}
 	}()
 
-	if ctx.Err() != nil { // handed over just as the drain was abandoned
+	// No lookup starts once the drain is abandoned: the dispatcher's select
+	// may still hand over a job after ctx is cancelled.
+	if ctx.Err() != nil {
 		p.stats.abandoned.Add(1)
 		return o
 	}
