@@ -73,21 +73,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	err = h.q.Enqueue(ingest.Callback{IDs: ids, Received: received})
-	switch {
-	case err == nil:
-		w.WriteHeader(http.StatusAccepted)
-	case errors.Is(err, ingest.ErrFull), errors.Is(err, ingest.ErrClosed):
-		// Both pass: the queue drains and a restarted instance takes over. The
-		// sender must retry, so say when rather than hold the request open.
-		h.log.WarnContext(r.Context(), "callback refused", "count", len(ids), "err", err)
+	if err := h.q.Enqueue(ingest.Callback{IDs: ids, Received: received}); err != nil {
+		// The sender must retry, so say when rather than hold the request
+		// open. A full or closed queue passes (it drains, or a restarted
+		// instance takes over); any other error is a bug worth a look.
+		level, msg := slog.LevelError, "enqueue callback"
+		if errors.Is(err, ingest.ErrFull) || errors.Is(err, ingest.ErrClosed) {
+			level, msg = slog.LevelWarn, "callback refused"
+		}
+		h.log.Log(r.Context(), level, msg, "count", len(ids), "err", err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "busy, retry later")
-	default:
-		h.log.ErrorContext(r.Context(), "enqueue callback", "count", len(ids), "err", err)
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "busy, retry later")
+		return
 	}
+	w.WriteHeader(http.StatusAccepted)
 }
 
 // Decode errors carry the short, fixed text the client gets.
@@ -108,14 +107,11 @@ func decode(body io.Reader) ([]int64, error) {
 	}
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(&req); err != nil {
-		var (
-			tooBig  *http.MaxBytesError
-			typeErr *json.UnmarshalTypeError
-			syntax  *json.SyntaxError
-		)
+		if f := readFailed(err); f != nil {
+			return nil, f
+		}
+		var typeErr *json.UnmarshalTypeError
 		switch {
-		case errors.As(err, &tooBig):
-			return nil, err
 		case errors.Is(err, io.EOF):
 			return nil, errEmpty
 		case errors.Is(err, errBadID):
@@ -124,24 +120,15 @@ func decode(body io.Reader) ([]int64, error) {
 			return nil, errNotObject
 		case errors.As(err, &typeErr):
 			return nil, errNoIDs
-		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+		default:
 			return nil, fmt.Errorf("invalid JSON: %w", err)
-		default: // the body could not be read: a timeout or a reset
-			return nil, fmt.Errorf("%w: %w", errRead, err)
 		}
 	}
 	// Exactly one value: anything but white space after it is an error, and
 	// reading to EOF also catches a body over the limit hidden after it.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var (
-			tooBig *http.MaxBytesError
-			syntax *json.SyntaxError
-		)
-		switch {
-		case errors.As(err, &tooBig):
-			return nil, err
-		case err != nil && !errors.As(err, &syntax):
-			return nil, fmt.Errorf("%w: %w", errRead, err)
+		if f := readFailed(err); f != nil {
+			return nil, f
 		}
 		return nil, errTrailing
 	}
@@ -153,6 +140,25 @@ func decode(body io.Reader) ([]int64, error) {
 		ids[i] = int64(id)
 	}
 	return ids, nil
+}
+
+// readFailed returns err if the body itself could not be read, nil if err is
+// about its content. An oversized body stays a *http.MaxBytesError; a timeout
+// or a reset is wrapped in errRead.
+func readFailed(err error) error {
+	var (
+		tooBig  *http.MaxBytesError
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+	)
+	switch {
+	case err == nil, errors.As(err, &syntax), errors.As(err, &typeErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errBadID):
+		return nil
+	case errors.As(err, &tooBig):
+		return err
+	}
+	return fmt.Errorf("%w: %w", errRead, err)
 }
 
 // objectID accepts only a JSON integer in int64 range. encoding/json alone
