@@ -127,9 +127,8 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 
 	str(&c.Addr, "addr", "ADDR", "localhost:9090", "listen address")
 	str(&c.SourceURL, "src", "OBJECT_SOURCE_URL", "http://localhost:9010", "base URL of the object service")
-	// Not str: -h prints defaults, and this one may hold a password.
-	fs.StringVar(&c.DatabaseURL, "db", "",
-		fmt.Sprintf("PostgreSQL connection URL (env DATABASE_URL) (default %q)", maskPassword(DefaultDatabaseURL)))
+	c.DatabaseURL = cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL)
+	fs.Var(secretURL{&c.DatabaseURL}, "db", "PostgreSQL connection `URL` (env DATABASE_URL)")
 	dur(&c.TTL, "ttl", "OBJECT_TTL", 30*time.Second, "delete objects not seen for longer than this")
 	num(&c.Workers, "workers", "WORKERS", 512, "concurrent upstream lookups")
 	num(&c.QueueSize, "queue-size", "QUEUE_SIZE", 1024, "callbacks buffered before answering 503")
@@ -149,11 +148,6 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err // already printed by fs, with the usage
-	}
-	dbSet := false
-	fs.Visit(func(f *flag.Flag) { dbSet = dbSet || f.Name == "db" })
-	if !dbSet {
-		c.DatabaseURL = cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL)
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
@@ -226,6 +220,22 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("idle_timeout", c.IdleTimeout),
 		slog.String("log_level", c.LogLevel.String()),
 	)
+}
+
+// secretURL is a string flag that -h shows with its password masked: its
+// default may come from DATABASE_URL.
+type secretURL struct{ p *string }
+
+func (s secretURL) String() string {
+	if s.p == nil { // the flag package probes a zero value
+		return ""
+	}
+	return maskPassword(*s.p)
+}
+
+func (s secretURL) Set(v string) error {
+	*s.p = v
+	return nil
 }
 
 // maskPassword hides the password of a URL-form connection string. A
