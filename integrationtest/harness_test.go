@@ -29,10 +29,30 @@ import (
 	"callback/pkg/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// binaries holds the service binaries this test process has built, one per
+// flavour, so each is linked once rather than once per test. Like pgtest's
+// cluster it is package state on purpose: TestMain owns and removes the
+// directory after the tests.
+var binaries struct {
+	dir  string
+	mu   sync.Mutex      // guards path, and serialises the builds
+	path map[bool]string // race detector on → binary
+}
 
-// buildService compiles the service into a temporary directory, with the race
-// detector when the tests themselves run with it.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "callback-itest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binaries.dir, binaries.path = dir, map[bool]string{}
+	code := pgtest.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildService compiles the service, with the race detector when the tests
+// themselves run with it.
 func buildService(t *testing.T) string {
 	t.Helper()
 	return build(t, raceEnabled)
@@ -47,7 +67,12 @@ func buildFast(t *testing.T) string {
 
 func build(t *testing.T, race bool) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "callback")
+	binaries.mu.Lock()
+	defer binaries.mu.Unlock()
+	if bin, ok := binaries.path[race]; ok {
+		return bin
+	}
+	bin := filepath.Join(binaries.dir, fmt.Sprintf("callback-race-%t", race))
 	args := []string{"build", "-o", bin}
 	if race {
 		args = append(args, "-race")
@@ -56,6 +81,7 @@ func build(t *testing.T, race bool) string {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	binaries.path[race] = bin
 	return bin
 }
 

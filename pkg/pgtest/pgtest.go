@@ -55,7 +55,11 @@ var errNoPostgres = errors.New("pgtest: no PostgreSQL server binaries found")
 //
 // A test binary that dies without reaching the end of Main (Ctrl-C, a test timeout) still
 // takes the server down with it, but leaves its temporary directory behind.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with its own clean-up: it runs the tests,
+// stops the cluster and returns the exit code.
+func Run(m *testing.M) int {
 	code := m.Run()
 	// Mark the cluster as started if no test did, so nothing can start one after this point,
 	// and so reading shared.srv below is ordered after any start that did happen.
@@ -68,7 +72,7 @@ func Main(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // NewDB creates a new, empty database and returns its connection URL. The database is dropped
