@@ -6,9 +6,11 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 
 	"callback/objectsource/sim"
 	"callback/pkg/pgtest"
+	"callback/pkg/store"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -50,35 +53,11 @@ func TestRun(t *testing.T) {
 	dbURL := pgtest.NewDB(t)
 	up := httptest.NewServer(&sim.Upstream{})
 	t.Cleanup(up.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-addr", addr, "-src", up.URL, "-db", dbURL, "-ttl", "30s"}, noEnv, logs, io.Discard)
-	}()
-
-	var resp *http.Response
-	for i := 0; ; i++ {
-		resp, err = http.Post("http://"+addr+"/callback", "application/json", strings.NewReader(`{"object_ids":[0,1,2]}`))
-		if err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("service never answered: %v\n%s", err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST = %d, want 202", resp.StatusCode)
+	addr, logs, done := startRun(t, ctx, "-src", up.URL, "-db", dbURL, "-ttl", "30s")
+	if got := postWhenUp(t, addr, `{"object_ids":[0,1,2]}`, logs); got != http.StatusAccepted {
+		t.Fatalf("POST = %d, want 202", got)
 	}
 
 	cancel() // SIGTERM: drain, then return
@@ -91,20 +70,7 @@ func TestRun(t *testing.T) {
 		t.Fatal("run did not return after cancel")
 	}
 
-	conn, err := pgx.Connect(context.Background(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(context.Background(), "SELECT id FROM objects ORDER BY id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ids) != 2 || ids[0] != 0 || ids[1] != 2 {
+	if ids := objectIDs(t, dbURL); len(ids) != 2 || ids[0] != 0 || ids[1] != 2 {
 		t.Errorf("ids = %v, want [0 2]", ids)
 	}
 	for _, msg := range []string{`"msg":"starting"`, `"msg":"listening"`, `"msg":"shutting down"`, `"msg":"drained"`} {
@@ -112,6 +78,74 @@ func TestRun(t *testing.T) {
 			t.Errorf("logs lack %s", msg)
 		}
 	}
+}
+
+// startRun runs the service in-process on a free port, with args after
+// -addr, and returns its address, its logs and a channel for run's result.
+func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, logs *syncBuffer, done <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	logs = &syncBuffer{}
+	result := make(chan error, 1)
+	go func() {
+		result <- run(ctx, append([]string{"-addr", addr}, args...), noEnv, logs, io.Discard)
+	}()
+	return addr, logs, result
+}
+
+// postWhenUp posts body to the service at addr, retrying for 5 s until it
+// listens, and returns the status.
+func postWhenUp(t *testing.T, addr, body string, logs *syncBuffer) int {
+	t.Helper()
+	for i := 0; ; i++ {
+		resp, err := http.Post("http://"+addr+"/callback", "application/json", strings.NewReader(body))
+		if err == nil {
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if i == 100 {
+			t.Fatalf("service never answered: %v\n%s", err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readObjects returns the objects table read through db.
+func readObjects(t *testing.T, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) map[int64]time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := db.Query(ctx, "SELECT id, last_seen FROM objects")
+	if err != nil {
+		t.Fatalf("read objects: %v", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[store.Sighting])
+	if err != nil {
+		t.Fatalf("read objects: %v", err)
+	}
+	table := make(map[int64]time.Time, len(list))
+	for _, x := range list {
+		table[x.ID] = x.Seen
+	}
+	return table
+}
+
+// objectIDs returns the IDs in the objects table of the database at dbURL, sorted.
+func objectIDs(t *testing.T, dbURL string) []int64 {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	return slices.Sorted(maps.Keys(readObjects(t, conn)))
 }
 
 type syncBuffer struct {
@@ -149,34 +183,11 @@ func TestRunDrainsBeforeSchema(t *testing.T) {
 	})
 	up := httptest.NewServer(&sim.Upstream{})
 	t.Cleanup(up.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-addr", addr, "-src", up.URL, "-db", dbURL, "-drain-timeout", "2m"}, noEnv, logs, io.Discard)
-	}()
-	var resp *http.Response
-	for i := 0; ; i++ {
-		resp, err = http.Post("http://"+addr+"/callback", "application/json", strings.NewReader(`{"object_ids":[4,5]}`))
-		if err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("service never answered: %v\n%s", err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST = %d, want 202", resp.StatusCode)
+	addr, logs, done := startRun(t, ctx, "-src", up.URL, "-db", dbURL, "-drain-timeout", "2m")
+	if got := postWhenUp(t, addr, `{"object_ids":[4,5]}`, logs); got != http.StatusAccepted {
+		t.Fatalf("POST = %d, want 202", got)
 	}
 	cancel() // SIGTERM while the table does not exist yet
 	time.Sleep(time.Second)
@@ -191,20 +202,7 @@ func TestRunDrainsBeforeSchema(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("run did not return 60 s after the database came back\n%s", logs.String())
 	}
-	conn, err := pgx.Connect(context.Background(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var ids []int64
-	rows, err := conn.Query(context.Background(), "SELECT id FROM objects")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
-		t.Fatal(err)
-	}
-	if len(ids) != 1 || ids[0] != 4 {
+	if ids := objectIDs(t, dbURL); len(ids) != 1 || ids[0] != 4 {
 		t.Errorf("ids = %v, want [4]", ids)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"callback/objectsource/sim"
@@ -260,23 +259,5 @@ func (r *panicRig) waitForIDs(t *testing.T, want []int64, timeout time.Duration)
 
 func (r *panicRig) table(t *testing.T) map[int64]time.Time {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rows, err := r.pool.Query(ctx, "SELECT id, last_seen FROM objects")
-	if err != nil {
-		t.Fatalf("read objects: %v", err)
-	}
-	type row struct {
-		ID       int64     `db:"id"`
-		LastSeen time.Time `db:"last_seen"`
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[row])
-	if err != nil {
-		t.Fatalf("read objects: %v", err)
-	}
-	table := make(map[int64]time.Time, len(list))
-	for _, x := range list {
-		table[x.ID] = x.LastSeen
-	}
-	return table
+	return readObjects(t, r.pool)
 }
