@@ -44,26 +44,7 @@ func TestSlowHeaderTrickle(t *testing.T) {
 	go func() { trickled <- trickleBytes(conn, []byte(header), time.Second, stop) }()
 
 	// Other clients post every 200 ms for as long as the trickler lasts.
-	var latencies []time.Duration
-	var end rawEnd
-	next := int64(1000)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for {
-		select {
-		case end = <-ended:
-			break wait
-		case <-tick.C:
-			r := slowPost(client, svc.URL, idsFrom(next, 5))
-			next += 5
-			l.record(r)
-			latencies = append(latencies, r.Duration)
-			if r.Err != nil || r.Status != http.StatusAccepted {
-				t.Errorf("post beside the trickler: status %d, err %v, want 202", r.Status, r.Err)
-			}
-		}
-	}
+	end, latencies, _ := postBeside(t, client, svc.URL, l, 200*time.Millisecond, ended)
 	close(stop)
 	sentBytes := <-trickled
 
@@ -80,9 +61,41 @@ wait:
 	}
 
 	checked := l.settle(t, db, even, 30*time.Second, 15*time.Second)
-	t.Logf("scenario header-trickle: load %d posts of 5 ids (max latency %v) beside 1 conn sending headers at 1 B/s, "+
-		"faults: conn cut after %v with %d header bytes sent (%s), ids checked %d, lost 0",
-		len(latencies), slices.Max(latencies).Round(time.Microsecond), cut.Round(time.Millisecond), sentBytes, how, checked)
+	report(t, "header-trickle",
+		fmt.Sprintf("%d posts of 5 ids (max latency %v) beside 1 conn sending headers at 1 B/s",
+			len(latencies), slices.Max(latencies).Round(time.Microsecond)),
+		fmt.Sprintf("conn cut after %v with %d header bytes sent (%s)", cut.Round(time.Millisecond), sentBytes, how),
+		checked, 0)
+}
+
+// postBeside posts 5 new IDs every interval until ended yields how the
+// trickled connection ended, and returns that, each post's latency and the
+// IDs posted. Every post must get a 202.
+func postBeside(t *testing.T, client *http.Client, url string, l *ledger, every time.Duration, ended <-chan rawEnd) (rawEnd, []time.Duration, map[int64]bool) {
+	t.Helper()
+	var latencies []time.Duration
+	sent := map[int64]bool{}
+	next := int64(1000)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case end := <-ended:
+			return end, latencies, sent
+		case <-tick.C:
+			ids := idsFrom(next, 5)
+			next += 5
+			r := slowPost(client, url, ids)
+			l.record(r)
+			latencies = append(latencies, r.Duration)
+			for _, id := range ids {
+				sent[id] = true
+			}
+			if r.Err != nil || r.Status != http.StatusAccepted {
+				t.Errorf("post beside the trickler: status %d, err %v, want 202", r.Status, r.Err)
+			}
+		}
+	}
 }
 
 // TestSlowBodyTrickle sends full headers with Content-Length 1000, then the
@@ -113,31 +126,7 @@ func TestSlowBodyTrickle(t *testing.T) {
 	trickled := make(chan int, 1)
 	go func() { trickled <- trickleBytes(conn, body, 500*time.Millisecond, stop) }()
 
-	var latencies []time.Duration
-	sent := map[int64]bool{}
-	var end rawEnd
-	next := int64(1000)
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for {
-		select {
-		case end = <-ended:
-			break wait
-		case <-tick.C:
-			ids := idsFrom(next, 5)
-			next += 5
-			r := slowPost(client, svc.URL, ids)
-			l.record(r)
-			latencies = append(latencies, r.Duration)
-			for _, id := range ids {
-				sent[id] = true
-			}
-			if r.Err != nil || r.Status != http.StatusAccepted {
-				t.Errorf("post beside the trickler: status %d, err %v, want 202", r.Status, r.Err)
-			}
-		}
-	}
+	end, latencies, sent := postBeside(t, client, svc.URL, l, 500*time.Millisecond, ended)
 	close(stop)
 	sentBytes := <-trickled
 
@@ -161,9 +150,11 @@ wait:
 			t.Errorf("id %d stored, but only the trickled body named it", id)
 		}
 	}
-	t.Logf("scenario body-trickle: load %d posts of 5 ids (max latency %v) beside 1 conn sending a 1000-byte body at 2 B/s, "+
-		"faults: conn ended after %v with %d body bytes sent (%s), ids checked %d, lost 0",
-		len(latencies), slices.Max(latencies).Round(time.Microsecond), cut.Round(time.Millisecond), sentBytes, how, checked)
+	report(t, "body-trickle",
+		fmt.Sprintf("%d posts of 5 ids (max latency %v) beside 1 conn sending a 1000-byte body at 2 B/s",
+			len(latencies), slices.Max(latencies).Round(time.Microsecond)),
+		fmt.Sprintf("conn ended after %v with %d body bytes sent (%s)", cut.Round(time.Millisecond), sentBytes, how),
+		checked, 0)
 }
 
 // TestIdleConnections holds 1,000 TCP connections open to the service (half
@@ -240,12 +231,14 @@ func TestIdleConnections(t *testing.T) {
 		t.Fatal("no post was answered 202")
 	}
 	slices.Sort(latencies)
-	t.Logf("scenario idle-connections: load %d posts of 20 ids, p50 %v p99 %v max %v; "+
-		"faults: %d idle conns (%d kept-alive, %d silent, %d partial header) opened in %v, posts done %v after the first dial, "+
-		"still open after the posts: kept-alive %d, silent %d, partial %d; ids checked %d, lost 0",
-		posts, durationQuantile(latencies, 0.50), durationQuantile(latencies, 0.99), latencies[len(latencies)-1],
-		len(kinds), keptAlive, silent, partial, opened.Round(time.Millisecond), postsDone.Round(time.Millisecond),
-		open["kept-alive"], open["silent"], open["partial"], checked)
+	report(t, "idle-connections",
+		fmt.Sprintf("%d posts of 20 ids, p50 %v p99 %v max %v",
+			posts, durationQuantile(latencies, 0.50), durationQuantile(latencies, 0.99), latencies[len(latencies)-1]),
+		fmt.Sprintf("%d idle conns (%d kept-alive, %d silent, %d partial header) opened in %v, posts done %v after the first dial, "+
+			"still open after the posts: kept-alive %d, silent %d, partial %d",
+			len(kinds), keptAlive, silent, partial, opened.Round(time.Millisecond), postsDone.Round(time.Millisecond),
+			open["kept-alive"], open["silent"], open["partial"]),
+		checked, 0)
 }
 
 // slowClient is a client with the customer's 1 s timeout and its own
