@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -97,10 +96,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TTL:           cfg.TTL,
 	})
 	sweeper := expiry.New(log, db, cfg.TTL, cfg.SweepInterval, cfg.SweepBatch, cfg.DBTimeout)
-	var schemaReady atomic.Bool
-	// Sweeping needs the table, and must wait while the writer holds rows
-	// newer than the table's (see Pipeline.WritesBehind).
-	sweeper.PauseFunc = func() bool { return !schemaReady.Load() || pipe.WritesBehind() }
+	// schemaDone is closed once the schema set-up below has ended. Sweeping
+	// needs the table, and must wait while the writer holds rows newer than
+	// the table's (see Pipeline.WritesBehind).
+	schemaDone := make(chan struct{})
+	sweeper.PauseFunc = func() bool {
+		select {
+		case <-schemaDone:
+			return pipe.WritesBehind()
+		default:
+			return true
+		}
+	}
 
 	mux := http.NewServeMux()
 	addRoutes(mux, log, pipe)
@@ -132,12 +139,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// and retries, as it does through any database outage: callbacks are
 	// accepted from the first second. It runs on workCtx, not ctx: a drain
 	// that starts before the table exists still needs it.
-	schemaDone := make(chan struct{})
 	go func() {
 		defer close(schemaDone)
-		if ensureSchema(workCtx, log, db, cfg.DBTimeout) {
-			schemaReady.Store(true)
-		}
+		ensureSchema(workCtx, log, db, cfg.DBTimeout)
 	}()
 	pipeDone := make(chan error, 1)
 	go func() { pipeDone <- pipe.Run(workCtx) }()
@@ -211,26 +215,26 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline) {
 	})
 }
 
-// ensureSchema applies init.sql, retrying until the database answers, and
-// reports whether it did; it gives up only when ctx is cancelled. Each failure
-// is logged here, where it stops.
-func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, timeout time.Duration) bool {
+// ensureSchema applies init.sql, retrying until the database answers; it
+// gives up only when ctx is cancelled, which happens after the sweeper has
+// stopped. Each failure is logged here, where it stops.
+func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, timeout time.Duration) {
 	for attempt := 1; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, timeout)
 		err := db.EnsureSchema(sctx, schema)
 		cancel()
 		if err == nil {
 			log.Info("schema ready", "attempts", attempt)
-			return true
+			return
 		}
 		if ctx.Err() != nil {
-			return false
+			return
 		}
 		wait := min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)
 		log.Warn("database not ready, retrying", "attempt", attempt, "wait", wait, "err", err)
 		select {
 		case <-ctx.Done():
-			return false
+			return
 		case <-time.After(wait):
 		}
 	}
