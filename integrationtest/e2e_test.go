@@ -199,15 +199,7 @@ func TestFullIntakeAnswers503(t *testing.T) {
 	db := connect(t, dbURL)
 
 	l := newLedger()
-	post := func(body string) *http.Response {
-		t.Helper()
-		resp, err := http.Post(svc.URL+"/callback", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
+	post := func(body string) *http.Response { return svc.postResp(t, body) }
 	ids := []int64{2, 4, 6, 8, 10, 12, 14}
 	sent := time.Now()
 	if resp := post(`{"object_ids":[2,4,6,8,10,12,14]}`); resp.StatusCode != http.StatusAccepted {

@@ -178,12 +178,18 @@ func (s *service) wait(limit time.Duration) int {
 // post sends one callback body and returns the status.
 func (s *service) post(t *testing.T, body string) int {
 	t.Helper()
+	return s.postResp(t, body).StatusCode
+}
+
+// postResp sends one callback body and returns the answer, body closed.
+func (s *service) postResp(t *testing.T, body string) *http.Response {
+	t.Helper()
 	resp, err := http.Post(s.URL+"/callback", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("post: %v", err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // upstream hosts the simulator's object service in-process.
