@@ -27,6 +27,7 @@ import (
 	"callback/pkg/config"
 	"callback/pkg/expiry"
 	"callback/pkg/ingest"
+	"callback/pkg/lifecycle"
 	"callback/pkg/objects"
 	"callback/pkg/store"
 )
@@ -59,8 +60,8 @@ func main() {
 	}
 }
 
-// run wires the service and blocks until ctx is cancelled (a signal) and the
-// drain has finished. Logs go to stdout as JSON; usage and config errors to
+// run wires the service and blocks until ctx is cancelled (a signal) or a
+// part fails, and then until every part has stopped. Logs go to stdout as JSON; usage and config errors to
 // stderr.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(args, getenv, stderr)
@@ -96,18 +97,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TTL:           cfg.TTL,
 	})
 	sweeper := expiry.New(log, db, cfg.TTL, cfg.SweepInterval, cfg.SweepBatch, cfg.DBTimeout)
-	// schemaDone is closed once the schema set-up below has ended. Sweeping
-	// needs the table, and must wait while the writer holds rows newer than
-	// the table's (see Pipeline.WritesBehind).
-	schemaDone := make(chan struct{})
-	sweeper.PauseFunc = func() bool {
-		select {
-		case <-schemaDone:
-			return pipe.WritesBehind()
-		default:
-			return true
-		}
-	}
+	// Sweeping while the writer holds rows newer than the table's would
+	// delete objects that were in fact seen (see Pipeline.WritesBehind).
+	sweeper.PauseFunc = pipe.WritesBehind
 
 	mux := http.NewServeMux()
 	addRoutes(mux, log, pipe)
@@ -131,37 +123,46 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen: %w", err)
 	}
 
-	// Each long-running part runs in a goroutine owned here, and reports on
-	// its own channel when it has stopped.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	// Until the schema is applied, writes fail and the writer keeps their rows
-	// and retries, as it does through any database outage: callbacks are
-	// accepted from the first second. It runs on workCtx, not ctx: a drain
-	// that starts before the table exists still needs it.
-	go func() {
-		defer close(schemaDone)
-		ensureSchema(workCtx, log, db, cfg.DBTimeout)
-	}()
-	pipeDone := make(chan error, 1)
-	go func() { pipeDone <- pipe.Run(workCtx) }()
-	sweepDone := make(chan error, 1)
-	go func() { sweepDone <- sweeper.Run(ctx) }()
-	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(ln) }()
+	// Start in dependency order; parts stops them in reverse. Each part
+	// runs until parts.Stop (or Abandon) ends it, never on ctx alone, so
+	// whatever ends the wait below, every part is stopped in order.
+	parts := lifecycle.New(log)
+	// upkeep: the schema, then the sweeper. Until the schema is applied,
+	// writes fail and the writer keeps their rows and retries, as it does
+	// through any database outage, so callbacks are accepted from the first
+	// second. It stops last: a drain that starts before the table exists
+	// still needs it.
+	parts.Start(ctx, lifecycle.Part{Name: "upkeep", Run: func(ctx context.Context) error {
+		if !ensureSchema(ctx, log, db, cfg.DBTimeout) {
+			return nil // stopped before the database answered
+		}
+		return sweeper.Run(ctx)
+	}})
+	// pipeline: Close stops intake and lets the workers drain the queue;
+	// cancelling (the drain deadline, a second signal) abandons the rest.
+	parts.Start(ctx, lifecycle.Part{Name: "pipeline", Run: pipe.Run, Drain: func(context.Context) error {
+		pipe.Close()
+		return nil
+	}})
+	// http: Shutdown stops new callbacks and lets in-flight ones finish.
+	parts.Start(ctx, lifecycle.Part{Name: "http", Drain: srv.Shutdown, Run: func(context.Context) error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}})
 	log.Info("listening", "addr", ln.Addr().String())
 
-	var serveErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
-	case serveErr = <-serveDone:
-		log.Error("http server stopped", "err", serveErr)
+	case <-parts.Ended():
+		log.Error("a part stopped on its own, shutting down", "drain_timeout", cfg.DrainTimeout)
 	}
 
-	// Shutdown order: stop intake, drain, cancel what is left, flush, close
-	// the pool (deferred above). Shutdown gets a fresh context: the signal
-	// context is already cancelled and would make it return at once.
+	// Stop: http (no new callbacks), pipeline (drain the queue, write the
+	// last batch), upkeep; the pool closes last, deferred above. The drain
+	// gets a fresh context: the signal context is already cancelled.
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
 	defer cancel()
 	// A second signal means "now": abandon the drain as the deadline would.
@@ -170,28 +171,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopForce()
 	stopOnForce := context.AfterFunc(force, func() {
 		log.Warn("second signal, abandoning the drain")
-		cancelWork()
+		parts.Abandon()
 	})
 	defer stopOnForce()
-	if err := srv.Shutdown(drainCtx); err != nil { // 1. no new callbacks; in-flight ones finish
-		log.Warn("http shutdown", "err", err)
+	if err := parts.Stop(drainCtx); err != nil {
+		log.Error("drain incomplete", "err", err)
+		return err
 	}
-	pipe.Close()                                           // 2. intake closed; workers drain the queue
-	stopAbandon := context.AfterFunc(drainCtx, cancelWork) // 3. at the deadline, abandon the rest
-	defer stopAbandon()
-	pipeErr := <-pipeDone // 4. workers done, last batch written
-	if pipeErr != nil {
-		log.Error("drain incomplete", "err", pipeErr)
-	} else {
-		log.Info("drained")
-	}
-	<-sweepDone  // 5. the sweeper stopped when ctx was cancelled
-	cancelWork() // 6. nothing left to write: stop the schema set-up if it still retries
-	<-schemaDone
-	if serveErr != nil {
-		return fmt.Errorf("serve: %w", serveErr)
-	}
-	return pipeErr
+	log.Info("drained")
+	return nil
 }
 
 // addRoutes is the whole HTTP surface.
@@ -215,26 +203,26 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline) {
 	})
 }
 
-// ensureSchema applies init.sql, retrying until the database answers; it
-// gives up only when ctx is cancelled, which happens after the sweeper has
-// stopped. Each failure is logged here, where it stops.
-func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, timeout time.Duration) {
+// ensureSchema applies init.sql, retrying until the database answers, and
+// reports whether it did; it gives up only when ctx is cancelled. Each
+// failure is logged here, where it stops.
+func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, timeout time.Duration) bool {
 	for attempt := 1; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, timeout)
 		err := db.EnsureSchema(sctx, schema)
 		cancel()
 		if err == nil {
 			log.Info("schema ready", "attempts", attempt)
-			return
+			return true
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		wait := min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)
 		log.Warn("database not ready, retrying", "attempt", attempt, "wait", wait, "err", err)
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(wait):
 		}
 	}
