@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,13 +31,8 @@ import (
 	"callback/pkg/store"
 )
 
-// schema is init.sql, applied at every start so an empty database just works.
-//
-//go:embed init.sql
-var schema string
-
 var (
-	_ ingest.Fetcher    = (*objects.Client)(nil)
+	_ ingest.Source     = (*objects.Client)(nil)
 	_ ingest.Upserter   = (*store.Postgres)(nil)
 	_ expiry.Deleter    = (*store.Postgres)(nil)
 	_ callback.Enqueuer = (*ingest.Pipeline)(nil)
@@ -90,13 +84,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	pipe := ingest.New(log, src, db, ingest.Options{
 		Workers:       cfg.Workers,
 		QueueSize:     cfg.QueueSize,
-		MaxPending:    cfg.MaxPending,
+		MaxWaiting:    cfg.MaxPending,
 		BatchSize:     cfg.BatchSize,
 		FlushInterval: cfg.FlushInterval,
 		DBTimeout:     cfg.DBTimeout,
 		TTL:           cfg.TTL,
 	})
-	sweeper := expiry.New(log, db, cfg.TTL, cfg.SweepInterval, cfg.SweepBatch, cfg.DBTimeout)
+	sweeper := expiry.New(log, db, expiry.Options{
+		TTL:      cfg.TTL,
+		Interval: cfg.SweepInterval,
+		Batch:    cfg.SweepBatch,
+		Timeout:  cfg.DBTimeout,
+	})
 	// Sweeping while the writer holds rows newer than the table's would
 	// delete objects that were in fact seen (see Pipeline.WritesBehind).
 	sweeper.PauseFunc = pipe.WritesBehind
@@ -209,7 +208,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline) {
 func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, timeout time.Duration) bool {
 	for attempt := 1; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, timeout)
-		err := db.EnsureSchema(sctx, schema)
+		err := db.EnsureSchema(sctx)
 		cancel()
 		if err == nil {
 			log.Info("schema ready", "attempts", attempt)

@@ -19,8 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"callback/objectsource/sim"
+	"callback/pkg/ingest"
 	"callback/pkg/pgtest"
-	"callback/pkg/store"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -126,13 +126,13 @@ func readObjects(t *testing.T, db interface {
 	if err != nil {
 		t.Fatalf("read objects: %v", err)
 	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[store.Sighting])
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ingest.Sighting])
 	if err != nil {
 		t.Fatalf("read objects: %v", err)
 	}
 	table := make(map[int64]time.Time, len(list))
 	for _, x := range list {
-		table[x.ID] = x.Seen
+		table[x.ID] = x.Received
 	}
 	return table
 }

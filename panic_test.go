@@ -36,7 +36,7 @@ import (
 // answering 202, and the panicking request's IDs are written anyway.
 func TestHandlerPanicAfterEnqueue(t *testing.T) {
 	const marker = 4242 // the request naming this ID panics
-	rig := newPanicRig(t, nil, func(c ingest.Callback) bool { return slices.Contains(c.IDs, marker) })
+	rig := newPanicRig(t, nil, func(ids []int64) bool { return slices.Contains(ids, marker) })
 
 	bodies := []struct {
 		body string
@@ -87,28 +87,28 @@ func TestHandlerPanicAfterEnqueue(t *testing.T) {
 	}
 }
 
-// TestWorkerPanicRequeues panics in the Fetcher the first time it is asked
+// TestWorkerPanicRequeues panics in the Source the first time it is asked
 // for one ID: the worker recovers, the ID is looked up again and written with
 // its original receipt time, and the pipeline counts exactly one panic.
 func TestWorkerPanicRequeues(t *testing.T) {
 	const victim = 7002
 	var panicked atomic.Bool
-	rig := newPanicRig(t, func(next ingest.Fetcher) ingest.Fetcher {
-		return &panicFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+	rig := newPanicRig(t, func(next ingest.Source) ingest.Source {
+		return &panicSource{OnlineFunc: func(ctx context.Context, id int64) (bool, error) {
 			if id == victim && panicked.CompareAndSwap(false, true) {
 				panic(fmt.Sprintf("test panic on first lookup of %d", id))
 			}
-			return next.Fetch(ctx, id)
+			return next.Online(ctx, id)
 		}}
 	}, nil)
 
 	received := time.Now()
-	if err := rig.pipe.Enqueue(ingest.Callback{IDs: []int64{7000, 7001, 7002, 7003, 7004}, Received: received}); err != nil {
+	if err := rig.pipe.Enqueue([]int64{7000, 7001, 7002, 7003, 7004}, received); err != nil {
 		t.Fatalf("Enqueue = %v, want nil", err)
 	}
 	table := rig.waitForIDs(t, []int64{7000, 7002, 7004}, 15*time.Second)
 	if !panicked.Load() {
-		t.Fatal("the Fetcher never panicked: the test proved nothing")
+		t.Fatal("the Source never panicked: the test proved nothing")
 	}
 	if d := table[victim].Sub(received).Abs(); d > time.Millisecond {
 		t.Errorf("last_seen of %d = %v, want its receipt time %v", victim, table[victim], received)
@@ -133,26 +133,26 @@ func TestWorkerPanicRequeues(t *testing.T) {
 // picks it, as a bug after a successful enqueue would.
 type panicEnqueuer struct {
 	next      callback.Enqueuer
-	PanicFunc func(c ingest.Callback) bool
+	PanicFunc func(ids []int64) bool
 }
 
-func (p *panicEnqueuer) Enqueue(c ingest.Callback) error {
-	if err := p.next.Enqueue(c); err != nil {
+func (p *panicEnqueuer) Enqueue(ids []int64, received time.Time) error {
+	if err := p.next.Enqueue(ids, received); err != nil {
 		return err
 	}
-	if p.PanicFunc != nil && p.PanicFunc(c) {
-		panic(fmt.Sprintf("test panic after enqueueing %v", c.IDs))
+	if p.PanicFunc != nil && p.PanicFunc(ids) {
+		panic(fmt.Sprintf("test panic after enqueueing %v", ids))
 	}
 	return nil
 }
 
-// panicFetcher is a Fetcher made of a function, to wrap the real client.
-type panicFetcher struct {
-	FetchFunc func(ctx context.Context, id int64) (objects.Object, error)
+// panicSource is a Source made of a function, to wrap the real client.
+type panicSource struct {
+	OnlineFunc func(ctx context.Context, id int64) (bool, error)
 }
 
-func (f *panicFetcher) Fetch(ctx context.Context, id int64) (objects.Object, error) {
-	return f.FetchFunc(ctx, id)
+func (f *panicSource) Online(ctx context.Context, id int64) (bool, error) {
+	return f.OnlineFunc(ctx, id)
 }
 
 // panicRig is the real pipeline (objects client, simulated upstream, store
@@ -171,11 +171,11 @@ type panicRig struct {
 	runDone  chan error         // Run's result
 }
 
-// newPanicRig wires the service's parts as run does. wrapFetch, if set, wraps
+// newPanicRig wires the service's parts as run does. wrapSource, if set, wraps
 // the real objects client; panicIf, if set, makes the handler's Enqueuer
 // panic after enqueueing the callbacks it picks. The pipeline's Run goroutine
 // is stopped at cleanup if the test did not stop it.
-func newPanicRig(t *testing.T, wrapFetch func(ingest.Fetcher) ingest.Fetcher, panicIf func(ingest.Callback) bool) *panicRig {
+func newPanicRig(t *testing.T, wrapSource func(ingest.Source) ingest.Source, panicIf func(ids []int64) bool) *panicRig {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -188,16 +188,16 @@ func newPanicRig(t *testing.T, wrapFetch func(ingest.Fetcher) ingest.Fetcher, pa
 	db := store.New(pool)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := db.EnsureSchema(ctx, schema); err != nil {
+	if err := db.EnsureSchema(ctx); err != nil {
 		t.Fatal(err)
 	}
 
 	up := &sim.Upstream{MinLatency: 5 * time.Millisecond, MaxLatency: 50 * time.Millisecond}
 	upSrv := httptest.NewServer(up)
 	t.Cleanup(upSrv.Close)
-	var src ingest.Fetcher = objects.New(upSrv.URL, 8, 5*time.Second)
-	if wrapFetch != nil {
-		src = wrapFetch(src)
+	var src ingest.Source = objects.New(upSrv.URL, 8, 5*time.Second)
+	if wrapSource != nil {
+		src = wrapSource(src)
 	}
 	pipe := ingest.New(log, src, db, ingest.Options{Workers: 8, FlushInterval: 20 * time.Millisecond, TTL: 30 * time.Second})
 

@@ -14,17 +14,17 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
-
-	"callback/pkg/ingest"
 )
 
 // MaxBodyBytes caps a callback body. 200 IDs take under 5 KiB; 1 MiB leaves
 // room for far bigger senders while bounding what one request can cost.
 const MaxBodyBytes = 1 << 20
 
-// Enqueuer takes an accepted callback without blocking.
+// Enqueuer takes the IDs of an accepted callback and its receipt time
+// without blocking. An error that reports Temporary() == true (a full or
+// closing queue) is the normal way of saying "not now"; any other is a bug.
 type Enqueuer interface {
-	Enqueue(c ingest.Callback) error
+	Enqueue(ids []int64, received time.Time) error
 }
 
 // Handler serves POST /callback.
@@ -47,93 +47,125 @@ func NewHandler(log *slog.Logger, q Enqueuer) *Handler {
 // The empty body matters: the customer's sender closes responses without
 // reading them, and only a fully read response lets Go reuse the connection.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	received := h.NowFunc() // the objects' seen time, whenever lookups finish
+	received := h.NowFunc() // the objects' last_seen, whenever lookups finish
 	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed, use POST")
+		h.fail(w, r, &httpError{
+			status: http.StatusMethodNotAllowed, msg: "method not allowed, use POST",
+			header: http.Header{"Allow": {http.MethodPost}},
+			log:    "bad callback", level: slog.LevelDebug, err: fmt.Errorf("method %s", r.Method),
+		})
 		return
 	}
 	ids, err := decode(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
-		status, msg, level := http.StatusBadRequest, err.Error(), slog.LevelDebug
-		var (
-			tooBig  *http.MaxBytesError
-			timeout interface{ Timeout() bool }
-		)
-		switch {
-		case errors.As(err, &tooBig):
-			status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes)
-		case errors.Is(err, errRead) && errors.As(err, &timeout) && timeout.Timeout():
-			status, msg, level = http.StatusRequestTimeout, "body not received in time", slog.LevelWarn
-		case errors.Is(err, errRead):
-			msg, level = errRead.Error(), slog.LevelWarn // the cause names sockets: log it only
-		}
-		h.log.Log(r.Context(), level, "bad callback", "status", status, "err", err)
-		writeError(w, status, msg)
+		h.fail(w, r, err)
 		return
 	}
-
-	if err := h.q.Enqueue(ingest.Callback{IDs: ids, Received: received}); err != nil {
-		// The sender must retry, so say when rather than hold the request
-		// open. A full or closed queue passes (it drains, or a restarted
-		// instance takes over); any other error is a bug worth a look.
-		level, msg := slog.LevelError, "enqueue callback"
-		if errors.Is(err, ingest.ErrFull) || errors.Is(err, ingest.ErrClosed) {
-			level, msg = slog.LevelWarn, "callback refused"
-		}
-		h.log.Log(r.Context(), level, msg, "count", len(ids), "err", err)
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "busy, retry later")
+	if err := h.q.Enqueue(ids, received); err != nil {
+		h.fail(w, r, refused(err), "count", len(ids))
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// Decode errors carry the short, fixed text the client gets.
+// httpError is every answer but 202, decided where the problem is found (as
+// tailscale's tsweb.HTTPError): the status and headers, the short fixed
+// message the client gets, and the cause, which goes to the log only, so no
+// socket address or internal detail leaks to a sender.
+type httpError struct {
+	status int
+	msg    string      // for the client
+	header http.Header // extra response headers, or nil
+
+	log   string     // the log message
+	level slog.Level // Debug for a sender's bad input, Warn for trouble that passes, Error for a bug
+	err   error      // the cause
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("%d %s: %v", e.status, e.msg, e.err) }
+
+// fail logs err and answers with it. err is an *httpError; anything else
+// would be a bug here, answered 500.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error, attrs ...any) {
+	var e *httpError
+	if !errors.As(err, &e) {
+		e = &httpError{status: http.StatusInternalServerError, msg: "internal error", log: "unclassified error", level: slog.LevelError, err: err}
+	}
+	h.log.Log(r.Context(), e.level, e.log, append(attrs, "status", e.status, "err", e.err)...)
+	for k, v := range e.header {
+		w.Header()[k] = v
+	}
+	writeError(w, e.status, e.msg)
+}
+
+// refused is the answer when Enqueue fails: 503, so the sender retries rather
+// than waits. A temporary refusal (the queue is full, or this instance is
+// closing and another takes over) is a warning; anything else is a bug worth
+// a look.
+func refused(err error) error {
+	e := &httpError{
+		status: http.StatusServiceUnavailable, msg: "busy, retry later",
+		header: http.Header{"Retry-After": {"1"}},
+		log:    "enqueue callback", level: slog.LevelError, err: err,
+	}
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) && t.Temporary() {
+		e.log, e.level = "callback refused", slog.LevelWarn
+	}
+	return e
+}
+
+// Messages of the 400 answers: short and fixed.
 var (
 	errEmpty     = errors.New("empty body")
 	errNotObject = errors.New(`body must be a JSON object like {"object_ids":[1,2,3]}`)
 	errNoIDs     = errors.New("object_ids is required and must be an array")
 	errBadID     = errors.New("object_ids must hold integers in int64 range")
 	errTrailing  = errors.New("unexpected data after the JSON object")
-	errRead      = errors.New("could not read the body") // a transport failure, not bad JSON
 )
 
+// badRequest is a 400 for a body that was read but is not a valid callback.
+func badRequest(msg string, cause error) error {
+	return &httpError{status: http.StatusBadRequest, msg: msg, log: "bad callback", level: slog.LevelDebug, err: cause}
+}
+
 // decode reads one JSON object with an "object_ids" array of integers.
-// Unknown keys are ignored so that senders may add fields.
-func decode(body io.Reader) ([]int64, error) {
+// Unknown keys are ignored so that senders may add fields. Its errors are
+// *httpError, each with the answer it calls for.
+func decode(r io.Reader) ([]int64, error) {
 	var req struct {
 		ObjectIDs *[]objectID `json:"object_ids"`
 	}
+	body := &bodyReader{r: r}
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(&req); err != nil {
-		if f := readFailed(err); f != nil {
-			return nil, f
+		if body.err != nil {
+			return nil, readError(body.err)
 		}
 		var typeErr *json.UnmarshalTypeError
 		switch {
 		case errors.Is(err, io.EOF):
-			return nil, errEmpty
+			return nil, badRequest(errEmpty.Error(), err)
 		case errors.Is(err, errBadID):
-			return nil, errBadID
+			return nil, badRequest(errBadID.Error(), err)
 		case errors.As(err, &typeErr) && typeErr.Field == "":
-			return nil, errNotObject
+			return nil, badRequest(errNotObject.Error(), err)
 		case errors.As(err, &typeErr):
-			return nil, errNoIDs
+			return nil, badRequest(errNoIDs.Error(), err)
 		default:
-			return nil, fmt.Errorf("invalid JSON: %w", err)
+			return nil, badRequest("invalid JSON: "+err.Error(), err)
 		}
 	}
 	// Exactly one value: anything but white space after it is an error, and
 	// reading to EOF also catches a body over the limit hidden after it.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		if f := readFailed(err); f != nil {
-			return nil, f
+		if body.err != nil {
+			return nil, readError(body.err)
 		}
-		return nil, errTrailing
+		return nil, badRequest(errTrailing.Error(), err)
 	}
 	if req.ObjectIDs == nil {
-		return nil, errNoIDs
+		return nil, badRequest(errNoIDs.Error(), errNoIDs)
 	}
 	ids := make([]int64, len(*req.ObjectIDs))
 	for i, id := range *req.ObjectIDs {
@@ -142,23 +174,41 @@ func decode(body io.Reader) ([]int64, error) {
 	return ids, nil
 }
 
-// readFailed returns err if the body itself could not be read, nil if err is
-// about its content. An oversized body stays a *http.MaxBytesError; a timeout
-// or a reset is wrapped in errRead.
-func readFailed(err error) error {
+// bodyReader remembers the first error of the body itself (not io.EOF), so
+// that a failed decode can tell a body that could not be read from one whose
+// JSON is wrong: encoding/json returns both kinds alike.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// readError is the answer for a body that could not be read: too large
+// (413), not sent in time (408), or cut off (400). The client never sees the
+// cause, which names sockets.
+func readError(err error) error {
 	var (
 		tooBig  *http.MaxBytesError
-		syntax  *json.SyntaxError
-		typeErr *json.UnmarshalTypeError
+		timeout interface{ Timeout() bool }
 	)
 	switch {
-	case err == nil, errors.As(err, &syntax), errors.As(err, &typeErr),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errBadID):
-		return nil
 	case errors.As(err, &tooBig):
-		return err
+		return &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body larger than %d bytes", MaxBodyBytes),
+			log: "bad callback", level: slog.LevelDebug, err: err}
+	case errors.As(err, &timeout) && timeout.Timeout():
+		return &httpError{status: http.StatusRequestTimeout, msg: "body not received in time",
+			log: "bad callback", level: slog.LevelWarn, err: err}
+	default:
+		return &httpError{status: http.StatusBadRequest, msg: "could not read the body",
+			log: "bad callback", level: slog.LevelWarn, err: err}
 	}
-	return fmt.Errorf("%w: %w", errRead, err)
 }
 
 // objectID accepts only a JSON integer in int64 range. encoding/json alone

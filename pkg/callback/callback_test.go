@@ -19,10 +19,18 @@ import (
 )
 
 type fakeEnqueuer struct {
-	EnqueueFunc func(c ingest.Callback) error
+	EnqueueFunc func(ids []int64, received time.Time) error
 }
 
-func (f *fakeEnqueuer) Enqueue(c ingest.Callback) error { return f.EnqueueFunc(c) }
+func (f *fakeEnqueuer) Enqueue(ids []int64, received time.Time) error {
+	return f.EnqueueFunc(ids, received)
+}
+
+// enqueued is one call of Enqueue.
+type enqueued struct {
+	IDs      []int64
+	Received time.Time
+}
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -168,9 +176,9 @@ func TestHandler(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var calls []ingest.Callback
-			q := &fakeEnqueuer{EnqueueFunc: func(c ingest.Callback) error {
-				calls = append(calls, c)
+			var calls []enqueued
+			q := &fakeEnqueuer{EnqueueFunc: func(ids []int64, received time.Time) error {
+				calls = append(calls, enqueued{ids, received})
 				return tt.enqErr
 			}}
 			h := callback.NewHandler(discardLogger(), q)
@@ -242,7 +250,7 @@ func TestHandlerTooLargeNeverAccepted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			enqueued := false
-			h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func(ingest.Callback) error {
+			h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error {
 				enqueued = true
 				return nil
 			}})
@@ -273,7 +281,7 @@ func TestHandlerLogsEnqueueFailure(t *testing.T) {
 			t.Parallel()
 			var buf bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&buf, nil))
-			h := callback.NewHandler(log, &fakeEnqueuer{EnqueueFunc: func(ingest.Callback) error { return tt.err }})
+			h := callback.NewHandler(log, &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error { return tt.err }})
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/callback", strings.NewReader(`{"object_ids":[1,2]}`)))
 			if rec.Code != http.StatusServiceUnavailable {
@@ -383,7 +391,7 @@ func TestRecover(t *testing.T) {
 // BenchmarkHandler measures the server-side cost of one 200-ID callback.
 func BenchmarkHandler(b *testing.B) {
 	body, _ := idsBody(200)
-	h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func(ingest.Callback) error { return nil }})
+	h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error { return nil }})
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
@@ -428,7 +436,7 @@ func TestHandlerBodyReadErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			called := false
-			h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func(ingest.Callback) error {
+			h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error {
 				called = true
 				return nil
 			}})

@@ -13,8 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"callback/pkg/ingest"
+	"time"
 )
 
 // The fuzz targets check decode and the handler against encoding/json, the
@@ -129,11 +128,13 @@ func fuzzSeeds() []string {
 
 // fuzzEnqueuer records every callback it is given and accepts it.
 type fuzzEnqueuer struct {
-	calls []ingest.Callback
+	calls []fuzzCall
 }
 
-func (f *fuzzEnqueuer) Enqueue(c ingest.Callback) error {
-	f.calls = append(f.calls, c)
+type fuzzCall struct{ IDs []int64 }
+
+func (f *fuzzEnqueuer) Enqueue(ids []int64, _ time.Time) error {
+	f.calls = append(f.calls, fuzzCall{ids})
 	return nil
 }
 

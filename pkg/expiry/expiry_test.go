@@ -2,6 +2,7 @@ package expiry_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -119,7 +120,7 @@ func TestSweep(t *testing.T) {
 			// deadline each call sees is exactly the timeout.
 			synctest.Test(t, func(t *testing.T) {
 				rec := &recorder{results: tt.results}
-				s := expiry.New(discardLogger(), rec.deleter(), ttl, time.Minute, batch, timeout)
+				s := expiry.New(discardLogger(), rec.deleter(), expiry.Options{TTL: ttl, Interval: time.Minute, Batch: batch, Timeout: timeout})
 				now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 				nowCalls := 0
 				s.NowFunc = func() time.Time {
@@ -168,7 +169,7 @@ func TestSweepTimeoutCancelsStatement(t *testing.T) {
 			<-ctx.Done()
 			return 0, ctx.Err()
 		}}
-		s := expiry.New(discardLogger(), del, time.Minute, time.Minute, 10, timeout)
+		s := expiry.New(discardLogger(), del, expiry.Options{TTL: time.Minute, Interval: time.Minute, Batch: 10, Timeout: timeout})
 		start := time.Now()
 		_, err := s.Sweep(t.Context())
 		if !errors.Is(err, context.DeadlineExceeded) {
@@ -190,7 +191,7 @@ func TestSweepParentContext(t *testing.T) {
 		gotErr = ctx.Err()
 		return 0, ctx.Err()
 	}}
-	s := expiry.New(discardLogger(), del, time.Minute, time.Minute, 10, time.Minute)
+	s := expiry.New(discardLogger(), del, expiry.Options{TTL: time.Minute, Interval: time.Minute, Batch: 10, Timeout: time.Minute})
 	if _, err := s.Sweep(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Sweep error = %v, want context.Canceled", err)
 	}
@@ -218,7 +219,7 @@ func TestRun(t *testing.T) {
 			{batch, nil}, {1, nil},
 		}}
 		logs := &syncBuffer{}
-		s := expiry.New(slog.New(slog.NewTextHandler(logs, nil)), rec.deleter(), ttl, interval, batch, timeout)
+		s := expiry.New(slog.New(slog.NewTextHandler(logs, nil)), rec.deleter(), expiry.Options{TTL: ttl, Interval: interval, Batch: batch, Timeout: timeout})
 
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -307,7 +308,7 @@ func TestRunCancelDuringSweep(t *testing.T) {
 			return 0, ctx.Err()
 		}}
 		logs := &syncBuffer{}
-		s := expiry.New(slog.New(slog.NewTextHandler(logs, nil)), del, time.Minute, time.Second, 10, time.Hour)
+		s := expiry.New(slog.New(slog.NewTextHandler(logs, nil)), del, expiry.Options{TTL: time.Minute, Interval: time.Second, Batch: 10, Timeout: time.Hour})
 
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
@@ -340,7 +341,7 @@ func TestRunCancelDuringSweep(t *testing.T) {
 func TestRunCancelledBeforeStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{}
-		s := expiry.New(discardLogger(), rec.deleter(), time.Minute, time.Second, 10, time.Second)
+		s := expiry.New(discardLogger(), rec.deleter(), expiry.Options{TTL: time.Minute, Interval: time.Second, Batch: 10, Timeout: time.Second})
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if err := s.Run(ctx); err != nil {
@@ -357,9 +358,11 @@ func TestNewNilDependency(t *testing.T) {
 		name string
 		log  *slog.Logger
 		del  expiry.Deleter
+		ttl  time.Duration // 0 means a minute
 	}{
 		{name: "nil-logger", del: &fakeDeleter{}},
 		{name: "nil-deleter", log: discardLogger()},
+		{name: "no-ttl", log: discardLogger(), del: &fakeDeleter{}, ttl: -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -368,7 +371,8 @@ func TestNewNilDependency(t *testing.T) {
 					t.Error("recover() = nil, want a panic")
 				}
 			}()
-			expiry.New(tt.log, tt.del, time.Minute, time.Second, 10, time.Second)
+			ttl := cmp.Or(tt.ttl, time.Minute)
+			expiry.New(tt.log, tt.del, expiry.Options{TTL: ttl, Interval: time.Second, Batch: 10, Timeout: time.Second})
 		})
 	}
 }
@@ -378,7 +382,7 @@ func TestNewNilDependency(t *testing.T) {
 func TestRunPaused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{}
-		s := expiry.New(discardLogger(), rec.deleter(), 30*time.Second, time.Second, 10, time.Second)
+		s := expiry.New(discardLogger(), rec.deleter(), expiry.Options{TTL: 30 * time.Second, Interval: time.Second, Batch: 10, Timeout: time.Second})
 		var mu sync.Mutex
 		behind := true
 		s.PauseFunc = func() bool {

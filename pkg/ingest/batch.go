@@ -4,27 +4,26 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"callback/pkg/store"
 )
 
-// write is the batch writer. It owns pending (ID → newest receipt time), so
-// memory stays bounded by the number of distinct IDs however long the
-// database is down. It flushes when pending reaches BatchSize and every
+// write is the batch writer. It owns unwritten (ID → newest receipt time),
+// so memory stays bounded by the number of distinct IDs however long the
+// database is down. It flushes when unwritten reaches BatchSize and every
 // FlushInterval; after a failed write it keeps the rows, goes on merging new
-// results and tries again after a backoff. It returns once results is closed
-// and everything is written, or, if ctx is cancelled, after one last attempt.
-func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
+// sightings and tries again after a backoff. It returns once sightings is
+// closed and everything is written, or, if ctx is cancelled, after one last
+// attempt.
+func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 	var (
-		pending  = map[int64]time.Time{}
-		tick     = time.NewTicker(p.opt.FlushInterval)
-		retry    <-chan time.Time // non-nil while waiting to retry a failed write
-		failures int
+		unwritten = map[int64]time.Time{}
+		tick      = time.NewTicker(p.opt.FlushInterval)
+		retry     <-chan time.Time // non-nil while waiting to retry a failed write
+		failures  int
 	)
 	defer tick.Stop()
 
 	flush := func() {
-		err := p.flush(ctx, pending)
+		err := p.flush(ctx, unwritten)
 		switch {
 		case err == nil:
 			if failures > 0 {
@@ -40,7 +39,7 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 			p.stats.writeErrs.Add(1)
 			wait := backoff(p.opt.RetryBase, p.opt.RetryMax, failures)
 			p.log.WarnContext(ctx, "write failed, keeping rows for retry",
-				"count", len(pending), "attempt", failures, "wait", wait, "err", err)
+				"count", len(unwritten), "attempt", failures, "wait", wait, "err", err)
 			retry = time.After(wait)
 		}
 	}
@@ -48,7 +47,7 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 	// ready: not backing off after a failure, and not cancelled.
 	ready := func() bool { return retry == nil && ctx.Err() == nil }
 	cancelled := ctx.Done()
-	for in := results; in != nil || (len(pending) > 0 && ctx.Err() == nil); {
+	for in := sightings; in != nil || (len(unwritten) > 0 && ctx.Err() == nil); {
 		select {
 		case s, ok := <-in:
 			if !ok {
@@ -58,14 +57,14 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 				}
 				continue
 			}
-			if t, dup := pending[s.ID]; !dup || s.Seen.After(t) {
-				pending[s.ID] = s.Seen
+			if t, dup := unwritten[s.ID]; !dup || s.Received.After(t) {
+				unwritten[s.ID] = s.Received
 			}
-			if len(pending) >= p.opt.BatchSize && ready() {
+			if len(unwritten) >= p.opt.BatchSize && ready() {
 				flush()
 			}
 		case <-tick.C:
-			if len(pending) > 0 && ready() {
+			if len(unwritten) > 0 && ready() {
 				flush()
 			}
 		case <-retry:
@@ -73,11 +72,11 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 			flush()
 		case <-cancelled:
 			// Stop writing but keep reading: workers may still be sending,
-			// and the loop ends only when results is closed.
+			// and the loop ends only when sightings is closed.
 			cancelled, retry = nil, nil
 		}
 	}
-	if len(pending) == 0 {
+	if len(unwritten) == 0 {
 		return
 	}
 
@@ -85,20 +84,20 @@ func (p *Pipeline) write(ctx context.Context, results <-chan store.Sighting) {
 	// a context of its own, so rows already looked up are not thrown away.
 	last, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opt.FinalFlushTimeout)
 	defer cancel()
-	if err := p.flush(last, pending); err != nil {
-		p.stats.abandoned.Add(int64(len(pending)))
-		p.log.ErrorContext(ctx, "final write failed, abandoning rows", "count", len(pending), "err", err)
+	if err := p.flush(last, unwritten); err != nil {
+		p.stats.abandoned.Add(int64(len(unwritten)))
+		p.log.ErrorContext(ctx, "final write failed, abandoning rows", "count", len(unwritten), "err", err)
 	}
 }
 
-// flush writes pending in statements of at most BatchSize rows and removes
-// what it wrote. On error the unwritten rows stay in pending.
-func (p *Pipeline) flush(ctx context.Context, pending map[int64]time.Time) error {
-	batch := make([]store.Sighting, 0, min(len(pending), p.opt.BatchSize))
-	for len(pending) > 0 {
+// flush writes unwritten in statements of at most BatchSize rows and removes
+// what it wrote. On error the rows not yet written stay in unwritten.
+func (p *Pipeline) flush(ctx context.Context, unwritten map[int64]time.Time) error {
+	batch := make([]Sighting, 0, min(len(unwritten), p.opt.BatchSize))
+	for len(unwritten) > 0 {
 		batch = batch[:0]
-		for id, seen := range pending {
-			batch = append(batch, store.Sighting{ID: id, Seen: seen})
+		for id, received := range unwritten {
+			batch = append(batch, Sighting{ID: id, Received: received})
 			if len(batch) == p.opt.BatchSize {
 				break
 			}
@@ -106,10 +105,8 @@ func (p *Pipeline) flush(ctx context.Context, pending map[int64]time.Time) error
 		if err := p.upsert(ctx, batch); err != nil {
 			return err
 		}
-		// The upserter may reorder batch, but its IDs are unique, so every
-		// one of them was written.
 		for _, s := range batch {
-			delete(pending, s.ID)
+			delete(unwritten, s.ID)
 		}
 		p.stats.written.Add(int64(len(batch)))
 	}
@@ -118,7 +115,7 @@ func (p *Pipeline) flush(ctx context.Context, pending map[int64]time.Time) error
 
 // upsert writes one batch with its own timeout. A panic in the Upserter is
 // turned into an error, so the rows are kept and retried like any failure.
-func (p *Pipeline) upsert(ctx context.Context, batch []store.Sighting) (err error) {
+func (p *Pipeline) upsert(ctx context.Context, batch []Sighting) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.stats.panics.Add(1)

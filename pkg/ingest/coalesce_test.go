@@ -19,8 +19,8 @@ func TestCoalescer(t *testing.T) {
 	c.add(5, t2) // a newer callback keeps the newest time...
 	c.add(5, t1) // ...even when an older one is merged after it
 	j, ok := c.next()
-	if !ok || j.id != 5 || !j.seen.Equal(t2) {
-		t.Fatalf("next = %+v, %v; want id 5 seen %v", j, ok, t2)
+	if !ok || j.id != 5 || !j.received.Equal(t2) {
+		t.Fatalf("next = %+v, %v; want id 5 received %v", j, ok, t2)
 	}
 	c.start()
 	if _, waiting := c.waiting[5]; waiting {
@@ -34,12 +34,12 @@ func TestCoalescer(t *testing.T) {
 	if got, want := len(c.waiting), 1; got != want { // only 7
 		t.Fatalf("waiting = %d, want %d", got, want)
 	}
-	if got, want := c.pending(), 2; got != want { // 7 and the follow-up of 5
-		t.Fatalf("pending = %d, want %d", got, want)
+	if got, want := c.owed(), 2; got != want { // 7 and the follow-up of 5
+		t.Fatalf("owed = %d, want %d", got, want)
 	}
 	c.finish(outcome{id: 5})
 	if got := c.waiting[5]; !got.Equal(t2) {
-		t.Fatalf("follow-up seen = %v, want %v", got, t2)
+		t.Fatalf("follow-up received = %v, want %v", got, t2)
 	}
 
 	// Order is FIFO: 7 came first.
@@ -60,9 +60,9 @@ func TestCoalescer(t *testing.T) {
 	// A requeued outcome (a panicking worker) comes back with its own time.
 	c.add(9, t0)
 	c.start()
-	c.finish(outcome{id: 9, requeue: true, seen: t0})
+	c.finish(outcome{id: 9, requeue: true, received: t0})
 	if got := c.waiting[9]; !got.Equal(t0) {
-		t.Fatalf("requeued seen = %v, want %v", got, t0)
+		t.Fatalf("requeued received = %v, want %v", got, t0)
 	}
 }
 

@@ -4,78 +4,110 @@
 // accepted ID on its own: a failed lookup is retried until its row would have
 // expired anyway, and a failed write is retried with its rows kept.
 //
-// The goroutines and who owns what:
+// The goroutines, what they pass each other, and the files they live in:
 //
-//	Enqueue ──intake (buffered)──▶ dispatcher ──work──▶ N workers ──results──▶ writer ──▶ Upserter
-//	                                   ▲                    │
-//	                                   └──────done──────────┘
+//	Enqueue ──receipts──▶ dispatcher ──jobs──▶ N workers ──sightings──▶ writer ──▶ Upserter
+//	(pipeline.go)          (dispatch.go)  ▲     (worker.go)   │            (batch.go)
+//	                                      └────outcomes───────┘
 //
-// The dispatcher alone owns the coalescing state (which IDs wait, which are
-// in flight), the writer alone owns the pending batch, so neither needs a lock.
-// Run starts them all and returns when all of them have stopped.
+// The dispatcher alone owns the coalescing state (coalesce.go: which IDs
+// wait, which are in flight), the writer alone owns the unwritten rows, so
+// neither needs a lock. Run starts them all and returns when all have stopped.
+//
+// One time travels with every ID: the receipt time of the newest callback
+// that named it, called received throughout. It becomes the row's last_seen.
+//
+// The package declares what it needs of the upstream (Source) and the
+// database (Upserter) and imports neither side.
 package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"callback/pkg/objects"
-	"callback/pkg/store"
 )
 
-// Callback is one accepted request: the IDs it named and when the service
-// received it. Received becomes the objects' last_seen, whenever the lookups
-// finish.
-type Callback struct {
-	IDs      []int64
+// Sighting is an object found online, with the receipt time of the newest
+// callback that named it.
+type Sighting struct {
+	ID       int64
 	Received time.Time
 }
 
-// Errors returned by Enqueue. Both are temporary from the sender's point of
-// view, so the HTTP edge answers 503 with Retry-After.
+// Source looks objects up upstream.
+//
+// The pipeline decides whether to retry a failed lookup by asking the error
+// (anywhere in its chain) two optional questions:
+//
+//	Permanent() bool          true: the upstream said no for good about this ID; never retry
+//	RetryAfter() time.Duration the upstream asked to wait at least this long
+//
+// Any other error, a timeout or a refused connection say, is worth another try.
+type Source interface {
+	Online(ctx context.Context, id int64) (bool, error)
+}
+
+// Upserter stores a batch of sightings in one statement. It must not keep or
+// modify s. The IDs in s are unique.
+type Upserter interface {
+	UpsertObjects(ctx context.Context, s []Sighting) error
+}
+
+// Errors returned by Enqueue. Both pass (a full queue drains, a closing
+// instance is replaced), so they report Temporary and the HTTP edge answers
+// 503 with Retry-After.
 var (
-	ErrFull   = errors.New("ingest: queue full")
-	ErrClosed = errors.New("ingest: closed")
+	ErrFull   error = refusal("ingest: queue full")
+	ErrClosed error = refusal("ingest: closed")
 )
 
-// Fetcher looks up one object upstream.
-type Fetcher interface {
-	Fetch(ctx context.Context, id int64) (objects.Object, error)
-}
+type refusal string
 
-// Upserter stores a batch of sightings in one statement. It may reorder s.
-type Upserter interface {
-	UpsertObjects(ctx context.Context, s []store.Sighting) error
-}
+func (r refusal) Error() string { return string(r) }
 
-// Options tunes a Pipeline. Zero values take the defaults named on each field.
+// Temporary reports true: the sender should come back later.
+func (refusal) Temporary() bool { return true }
+
+// The defaults of Options. The service's flags use them too.
+const (
+	DefaultWorkers           = 512
+	DefaultQueueSize         = 1024
+	DefaultMaxWaiting        = 1_000_000
+	DefaultBatchSize         = 1000
+	DefaultFlushInterval     = 100 * time.Millisecond
+	DefaultDBTimeout         = 5 * time.Second
+	DefaultTTL               = 30 * time.Second
+	DefaultRetryBase         = 100 * time.Millisecond
+	DefaultRetryMax          = 5 * time.Second
+	DefaultFinalFlushTimeout = 5 * time.Second
+	DefaultStatsInterval     = 10 * time.Second
+)
+
+// Options tunes a Pipeline. A zero or negative field takes its Default.
 type Options struct {
-	Workers    int // concurrent lookups; default 512
-	QueueSize  int // callbacks buffered before Enqueue says ErrFull; default 1024
-	MaxPending int // distinct IDs waiting before Enqueue says ErrFull; default 1e6
+	Workers    int // concurrent lookups
+	QueueSize  int // callbacks buffered before Enqueue says ErrFull
+	MaxWaiting int // distinct IDs waiting for a worker before Enqueue says ErrFull
 
-	BatchSize     int           // rows per upsert; default 1000
-	FlushInterval time.Duration // longest wait of a partial batch; default 100ms
-	DBTimeout     time.Duration // bound of one upsert; default 5s
+	BatchSize     int           // rows per upsert
+	FlushInterval time.Duration // longest wait of a partial batch
+	DBTimeout     time.Duration // bound of one upsert
 
 	// TTL is how long a sighting matters: a lookup is retried until its
 	// receipt time is older than TTL, because by then its row would be
-	// deleted anyway. Default 30s.
+	// deleted anyway.
 	TTL time.Duration
 
 	// RetryBase and RetryMax bound the exponential backoff of failed lookups
-	// and writes; defaults 100ms and 5s.
+	// and writes.
 	RetryBase, RetryMax time.Duration
 	// FinalFlushTimeout bounds the last write attempt after Run's context is
-	// cancelled; default 5s.
+	// cancelled.
 	FinalFlushTimeout time.Duration
-	// StatsInterval is how often a summary is logged when anything happened;
-	// default 10s.
+	// StatsInterval is how often a summary is logged when anything happened.
 	StatsInterval time.Duration
 }
 
@@ -90,70 +122,77 @@ func (o *Options) setDefaults() {
 			*p = v
 		}
 	}
-	def(&o.Workers, 512)
-	def(&o.QueueSize, 1024)
-	def(&o.MaxPending, 1_000_000)
-	def(&o.BatchSize, 1000)
-	defd(&o.FlushInterval, 100*time.Millisecond)
-	defd(&o.DBTimeout, 5*time.Second)
-	defd(&o.TTL, 30*time.Second)
-	defd(&o.RetryBase, 100*time.Millisecond)
-	defd(&o.RetryMax, 5*time.Second)
-	defd(&o.FinalFlushTimeout, 5*time.Second)
-	defd(&o.StatsInterval, 10*time.Second)
+	def(&o.Workers, DefaultWorkers)
+	def(&o.QueueSize, DefaultQueueSize)
+	def(&o.MaxWaiting, DefaultMaxWaiting)
+	def(&o.BatchSize, DefaultBatchSize)
+	defd(&o.FlushInterval, DefaultFlushInterval)
+	defd(&o.DBTimeout, DefaultDBTimeout)
+	defd(&o.TTL, DefaultTTL)
+	defd(&o.RetryBase, DefaultRetryBase)
+	defd(&o.RetryMax, DefaultRetryMax)
+	defd(&o.FinalFlushTimeout, DefaultFinalFlushTimeout)
+	defd(&o.StatsInterval, DefaultStatsInterval)
+}
+
+// receipt is one accepted callback on its way to the dispatcher.
+type receipt struct {
+	ids      []int64
+	received time.Time
 }
 
 // Pipeline is the queue, the lookup workers and the batch writer. Create it
 // with New, call Run once, Enqueue from any goroutine, and Close to drain.
 type Pipeline struct {
-	log   *slog.Logger
-	fetch Fetcher
-	up    Upserter
-	opt   Options
+	log *slog.Logger
+	src Source
+	up  Upserter
+	opt Options
 
-	mu     sync.RWMutex // guards closed and sends on intake, so Close cannot race a send
-	closed bool
-	intake chan Callback // created and closed by the Pipeline; read by the dispatcher
+	mu       sync.RWMutex // guards closed and sends on receipts, so Close cannot race a send
+	closed   bool
+	receipts chan receipt // created and closed by the Pipeline; read by the dispatcher
 
-	waiting atomic.Int64 // distinct IDs waiting for a worker, published by the dispatcher
-	behind  atomic.Bool  // the writer holds rows a failed write could not store
-	stats   counters
+	nWaiting atomic.Int64 // len(coalescer.waiting), published by the dispatcher for Enqueue
+	behind   atomic.Bool  // the writer holds rows a failed write could not store
+	stats    counters
 }
 
-// New returns a pipeline that looks IDs up with f and writes them with u.
-func New(log *slog.Logger, f Fetcher, u Upserter, opt Options) *Pipeline {
-	if log == nil || f == nil || u == nil {
+// New returns a pipeline that looks IDs up with src and writes them with u.
+func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
+	if log == nil || src == nil || u == nil {
 		panic("ingest: nil dependency")
 	}
 	opt.setDefaults()
 	return &Pipeline{
-		log:    log.With("component", "ingest"),
-		fetch:  f,
-		up:     u,
-		opt:    opt,
-		intake: make(chan Callback, opt.QueueSize),
+		log:      log.With("component", "ingest"),
+		src:      src,
+		up:       u,
+		opt:      opt,
+		receipts: make(chan receipt, opt.QueueSize),
 	}
 }
 
-// Enqueue hands a callback to the pipeline without blocking. It returns
-// ErrFull when the buffer or the set of waiting IDs is full, and ErrClosed
-// after Close, so the handler can answer 503 instead of holding the request.
-// Enqueue keeps c.IDs; the caller must not change it afterwards.
-func (p *Pipeline) Enqueue(c Callback) error {
+// Enqueue hands the IDs of a callback received at received to the pipeline
+// without blocking. It returns ErrFull when the buffer or the set of waiting
+// IDs is full, and ErrClosed after Close, so the handler can answer 503
+// instead of holding the request. Enqueue keeps ids; the caller must not
+// change it afterwards.
+func (p *Pipeline) Enqueue(ids []int64, received time.Time) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		return ErrClosed
 	}
-	if len(c.IDs) == 0 {
+	if len(ids) == 0 {
 		return nil
 	}
-	if p.waiting.Load() >= int64(p.opt.MaxPending) {
+	if p.nWaiting.Load() >= int64(p.opt.MaxWaiting) {
 		return ErrFull
 	}
 	select {
-	case p.intake <- c:
-		p.stats.accepted.Add(int64(len(c.IDs)))
+	case p.receipts <- receipt{ids: ids, received: received}:
+		p.stats.accepted.Add(int64(len(ids)))
 		return nil
 	default:
 		return ErrFull
@@ -167,7 +206,7 @@ func (p *Pipeline) Close() {
 	defer p.mu.Unlock()
 	if !p.closed {
 		p.closed = true
-		close(p.intake)
+		close(p.receipts)
 	}
 }
 
@@ -189,26 +228,22 @@ func (p *Pipeline) WritesBehind() bool { return p.behind.Load() }
 // one last write of the rows already looked up is tried, and Run returns an
 // error that counts the abandoned IDs. Call Run once.
 func (p *Pipeline) Run(ctx context.Context) error {
-	work := make(chan job)
+	jobs := make(chan job)
 	// The dispatcher reads every outcome, even when cancelled; the buffer only
 	// spares a finishing worker from waiting on a busy dispatcher.
-	done := make(chan outcome, p.opt.Workers)
-	results := make(chan store.Sighting, p.opt.BatchSize)
+	outcomes := make(chan outcome, p.opt.Workers)
+	sightings := make(chan Sighting, p.opt.BatchSize)
 
 	var workers sync.WaitGroup
 	for range p.opt.Workers {
-		workers.Go(func() {
-			for j := range work {
-				done <- p.process(ctx, j, results)
-			}
-		})
+		workers.Go(func() { p.work(ctx, jobs, outcomes, sightings) })
 	}
 	var writer sync.WaitGroup
-	writer.Go(func() { p.write(ctx, results) })
+	writer.Go(func() { p.write(ctx, sightings) })
 
-	p.dispatch(ctx, work, done) // closes work when it returns
+	p.dispatch(ctx, jobs, outcomes) // closes jobs when it returns
 	workers.Wait()
-	close(results) // every sender has returned
+	close(sightings) // every sender has returned
 	writer.Wait()
 
 	p.logStats(ctx, 0, 0)
@@ -225,7 +260,7 @@ type Stats struct {
 	Online    int64 // lookups that found the object online
 	Written   int64 // rows written (after coalescing)
 	Retries   int64 // failed lookups that were tried again
-	Rejected  int64 // lookups the upstream refused with a permanent 4xx
+	Rejected  int64 // lookups the upstream refused for good
 	GaveUp    int64 // lookups abandoned because their receipt outlived the TTL
 	Panics    int64 // panics recovered in workers or the writer
 	Abandoned int64 // IDs not written because Run's context was cancelled

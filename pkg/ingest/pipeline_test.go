@@ -13,54 +13,62 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"callback/pkg/objects"
-	"callback/pkg/store"
 )
 
-type fakeFetcher struct {
-	FetchFunc func(ctx context.Context, id int64) (objects.Object, error)
+type fakeSource struct {
+	OnlineFunc func(ctx context.Context, id int64) (bool, error)
 
 	mu    sync.Mutex
 	calls map[int64]int // guarded by mu
 }
 
-func (f *fakeFetcher) Fetch(ctx context.Context, id int64) (objects.Object, error) {
+func (f *fakeSource) Online(ctx context.Context, id int64) (bool, error) {
 	f.mu.Lock()
 	if f.calls == nil {
 		f.calls = map[int64]int{}
 	}
 	f.calls[id]++
 	f.mu.Unlock()
-	return f.FetchFunc(ctx, id)
+	return f.OnlineFunc(ctx, id)
 }
 
-func (f *fakeFetcher) Calls(id int64) int {
+func (f *fakeSource) Calls(id int64) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[id]
 }
 
 // evenOnline answers like the customer's upstream after a fixed delay.
-func evenOnline(delay time.Duration) func(context.Context, int64) (objects.Object, error) {
-	return func(ctx context.Context, id int64) (objects.Object, error) {
+func evenOnline(delay time.Duration) func(context.Context, int64) (bool, error) {
+	return func(ctx context.Context, id int64) (bool, error) {
 		if !sleep(ctx, delay) {
-			return objects.Object{}, ctx.Err()
+			return false, ctx.Err()
 		}
-		return objects.Object{ID: id, Online: id%2 == 0}, nil
+		return id%2 == 0, nil
 	}
 }
 
+// statusError is an upstream answer as the objects client reports it: it
+// answers the two questions the pipeline asks of an error (see Source).
+type statusError struct {
+	code       int
+	retryAfter time.Duration
+}
+
+func (e *statusError) Error() string             { return fmt.Sprintf("upstream status %d", e.code) }
+func (e *statusError) Permanent() bool           { return e.code == 404 }
+func (e *statusError) RetryAfter() time.Duration { return e.retryAfter }
+
 // fakeUpserter records what was written, like the table would hold it.
 type fakeUpserter struct {
-	UpsertObjectsFunc func(ctx context.Context, s []store.Sighting) error // optional, runs first
+	UpsertObjectsFunc func(ctx context.Context, s []Sighting) error // optional, runs first
 
 	mu      sync.Mutex
 	rows    map[int64]time.Time // guarded by mu
 	batches []int               // guarded by mu: size of each successful batch
 }
 
-func (u *fakeUpserter) UpsertObjects(ctx context.Context, s []store.Sighting) error {
+func (u *fakeUpserter) UpsertObjects(ctx context.Context, s []Sighting) error {
 	if u.UpsertObjectsFunc != nil {
 		if err := u.UpsertObjectsFunc(ctx, s); err != nil {
 			return err
@@ -72,8 +80,8 @@ func (u *fakeUpserter) UpsertObjects(ctx context.Context, s []store.Sighting) er
 		u.rows = map[int64]time.Time{}
 	}
 	for _, x := range s {
-		if x.Seen.After(u.rows[x.ID]) {
-			u.rows[x.ID] = x.Seen
+		if x.Received.After(u.rows[x.ID]) {
+			u.rows[x.ID] = x.Received
 		}
 	}
 	u.batches = append(u.batches, len(s))
@@ -102,18 +110,18 @@ func start(t *testing.T, ctx context.Context, p *Pipeline) (closeAndWait func() 
 
 func TestPipelineWritesOnlineIDsWithReceiptTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeFetcher{FetchFunc: evenOnline(2 * time.Second)}
+		f := &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}
 		u := &fakeUpserter{}
 		p := New(discard(), f, u, Options{Workers: 4})
 		wait := start(t, t.Context(), p)
 
 		t0 := time.Now()
-		if err := p.Enqueue(Callback{IDs: []int64{0, 1, 2, 2, 2, 3, 4}, Received: t0}); err != nil {
+		if err := p.Enqueue([]int64{0, 1, 2, 2, 2, 3, 4}, t0); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
 		t1 := time.Now()
-		if err := p.Enqueue(Callback{IDs: []int64{6, 7}, Received: t1}); err != nil {
+		if err := p.Enqueue([]int64{6, 7}, t1); err != nil {
 			t.Fatal(err)
 		}
 		if err := wait(); err != nil {
@@ -136,16 +144,16 @@ func TestPipelineWritesOnlineIDsWithReceiptTime(t *testing.T) {
 
 func TestPipelineFollowUpForIDInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeFetcher{FetchFunc: evenOnline(3 * time.Second)}
+		f := &fakeSource{OnlineFunc: evenOnline(3 * time.Second)}
 		u := &fakeUpserter{}
 		p := New(discard(), f, u, Options{Workers: 2})
 		wait := start(t, t.Context(), p)
 
 		t0 := time.Now()
-		must(t, p.Enqueue(Callback{IDs: []int64{8}, Received: t0}))
+		must(t, p.Enqueue([]int64{8}, t0))
 		time.Sleep(time.Second) // 8 is now in flight
 		for range 3 {
-			must(t, p.Enqueue(Callback{IDs: []int64{8}, Received: time.Now()}))
+			must(t, p.Enqueue([]int64{8}, time.Now()))
 			time.Sleep(100 * time.Millisecond)
 		}
 		newest := time.Now().Add(-100 * time.Millisecond)
@@ -164,28 +172,28 @@ func TestPipelineRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
 		failures := map[int64]int{2: 3, 4: 1} // transient failures before success
-		f := &fakeFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+		f := &fakeSource{OnlineFunc: func(ctx context.Context, id int64) (bool, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case id == 6:
-				return objects.Object{}, fmt.Errorf("fetch object 6: %w", &objects.StatusError{Code: 404})
+				return false, fmt.Errorf("fetch object 6: %w", &statusError{code: 404})
 			case id == 10:
-				return objects.Object{}, fmt.Errorf("fetch object 10: %w", &objects.StatusError{Code: 429, RetryAfter: 2 * time.Second})
+				return false, fmt.Errorf("fetch object 10: %w", &statusError{code: 429, retryAfter: 2 * time.Second})
 			case failures[id] > 0:
 				failures[id]--
 				if id == 2 {
-					return objects.Object{}, fmt.Errorf("fetch object 2: %w", &objects.StatusError{Code: 503})
+					return false, fmt.Errorf("fetch object 2: %w", &statusError{code: 503})
 				}
-				return objects.Object{}, errors.New("connection reset by peer")
+				return false, errors.New("connection reset by peer")
 			}
-			return objects.Object{ID: id, Online: true}, nil
+			return true, nil
 		}}
 		u := &fakeUpserter{}
 		p := New(discard(), f, u, Options{Workers: 4, TTL: 10 * time.Second})
 		wait := start(t, t.Context(), p)
 		t0 := time.Now()
-		must(t, p.Enqueue(Callback{IDs: []int64{2, 4, 6, 8, 10}, Received: t0}))
+		must(t, p.Enqueue([]int64{2, 4, 6, 8, 10}, t0))
 		must(t, wait())
 
 		want := map[int64]time.Time{2: t0, 4: t0, 8: t0}
@@ -212,17 +220,17 @@ func TestPipelineRetries(t *testing.T) {
 func TestPipelineRecoversWorkerPanic(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var once sync.Once
-		f := &fakeFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+		f := &fakeSource{OnlineFunc: func(ctx context.Context, id int64) (bool, error) {
 			if id == 4 {
 				once.Do(func() { panic("injected") })
 			}
-			return objects.Object{ID: id, Online: true}, nil
+			return true, nil
 		}}
 		u := &fakeUpserter{}
 		p := New(discard(), f, u, Options{Workers: 1})
 		wait := start(t, t.Context(), p)
 		t0 := time.Now()
-		must(t, p.Enqueue(Callback{IDs: []int64{2, 4, 6}, Received: t0}))
+		must(t, p.Enqueue([]int64{2, 4, 6}, t0))
 		must(t, wait())
 
 		if got, want := slices.Sorted(maps.Keys(u.Rows())), []int64{2, 4, 6}; !slices.Equal(got, want) {
@@ -239,7 +247,7 @@ func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 		var mu sync.Mutex
 		down := true
 		var attempts int
-		u := &fakeUpserter{UpsertObjectsFunc: func(ctx context.Context, s []store.Sighting) error {
+		u := &fakeUpserter{UpsertObjectsFunc: func(ctx context.Context, s []Sighting) error {
 			mu.Lock()
 			defer mu.Unlock()
 			attempts++
@@ -251,7 +259,7 @@ func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 			}
 			return nil
 		}}
-		f := &fakeFetcher{FetchFunc: evenOnline(100 * time.Millisecond)}
+		f := &fakeSource{OnlineFunc: evenOnline(100 * time.Millisecond)}
 		p := New(discard(), f, u, Options{Workers: 8, BatchSize: 10})
 		wait := start(t, t.Context(), p)
 
@@ -264,7 +272,7 @@ func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 			for id := int64(2); id < 60; id += 2 {
 				ids = append(ids, id+int64(i)*100)
 			}
-			must(t, p.Enqueue(Callback{IDs: ids, Received: newest}))
+			must(t, p.Enqueue(ids, newest))
 			time.Sleep(2 * time.Second)
 		}
 		mu.Lock()
@@ -294,30 +302,30 @@ func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 }
 
 func TestEnqueueRefuses(t *testing.T) {
-	f := &fakeFetcher{FetchFunc: evenOnline(0)}
+	f := &fakeSource{OnlineFunc: evenOnline(0)}
 	u := &fakeUpserter{}
 	t.Run("queue-full", func(t *testing.T) {
 		p := New(discard(), f, u, Options{QueueSize: 1}) // not running: nothing drains
-		must(t, p.Enqueue(Callback{IDs: []int64{1}}))
-		if err := p.Enqueue(Callback{IDs: []int64{2}}); !errors.Is(err, ErrFull) {
+		must(t, p.Enqueue([]int64{1}, time.Time{}))
+		if err := p.Enqueue([]int64{2}, time.Time{}); !errors.Is(err, ErrFull) {
 			t.Errorf("Enqueue = %v, want ErrFull", err)
 		}
-		if err := p.Enqueue(Callback{}); err != nil {
+		if err := p.Enqueue(nil, time.Time{}); err != nil {
 			t.Errorf("empty Enqueue = %v, want nil (a no-op)", err)
 		}
 	})
-	t.Run("max-pending", func(t *testing.T) {
+	t.Run("max-waiting", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			block := make(chan struct{})
-			f := &fakeFetcher{FetchFunc: func(ctx context.Context, id int64) (objects.Object, error) {
+			f := &fakeSource{OnlineFunc: func(ctx context.Context, id int64) (bool, error) {
 				<-block
-				return objects.Object{ID: id}, nil
+				return false, nil
 			}}
-			p := New(discard(), f, u, Options{Workers: 1, MaxPending: 3})
+			p := New(discard(), f, u, Options{Workers: 1, MaxWaiting: 3})
 			wait := start(t, t.Context(), p)
-			must(t, p.Enqueue(Callback{IDs: []int64{1, 2, 3, 4}, Received: time.Now()})) // 1 in flight, 3 waiting
+			must(t, p.Enqueue([]int64{1, 2, 3, 4}, time.Now())) // 1 in flight, 3 waiting
 			synctest.Wait()
-			if err := p.Enqueue(Callback{IDs: []int64{5}}); !errors.Is(err, ErrFull) {
+			if err := p.Enqueue([]int64{5}, time.Time{}); !errors.Is(err, ErrFull) {
 				t.Errorf("Enqueue = %v, want ErrFull", err)
 			}
 			close(block)
@@ -328,7 +336,7 @@ func TestEnqueueRefuses(t *testing.T) {
 		p := New(discard(), f, u, Options{})
 		p.Close()
 		p.Close() // idempotent
-		if err := p.Enqueue(Callback{IDs: []int64{1}}); !errors.Is(err, ErrClosed) {
+		if err := p.Enqueue([]int64{1}, time.Time{}); !errors.Is(err, ErrClosed) {
 			t.Errorf("Enqueue = %v, want ErrClosed", err)
 		}
 		if p.Accepting() {
@@ -339,14 +347,14 @@ func TestEnqueueRefuses(t *testing.T) {
 
 func TestRunAbandonsOnCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeFetcher{FetchFunc: evenOnline(time.Hour)} // never finishes in time
+		f := &fakeSource{OnlineFunc: evenOnline(time.Hour)} // never finishes in time
 		u := &fakeUpserter{}
 		p := New(discard(), f, u, Options{Workers: 2})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- p.Run(ctx) }()
 
-		must(t, p.Enqueue(Callback{IDs: []int64{1, 2, 3, 4, 5}, Received: time.Now()}))
+		must(t, p.Enqueue([]int64{1, 2, 3, 4, 5}, time.Now()))
 		synctest.Wait() // two in flight, three waiting
 		p.Close()
 		time.Sleep(time.Minute) // the drain "timeout"
@@ -371,7 +379,7 @@ func must(t *testing.T, err error) {
 func TestWriterKeepsNewestPerID(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var dup bool
-		u := &fakeUpserter{UpsertObjectsFunc: func(_ context.Context, s []store.Sighting) error {
+		u := &fakeUpserter{UpsertObjectsFunc: func(_ context.Context, s []Sighting) error {
 			seen := map[int64]bool{}
 			for _, x := range s {
 				dup = dup || seen[x.ID]
@@ -379,15 +387,15 @@ func TestWriterKeepsNewestPerID(t *testing.T) {
 			}
 			return nil
 		}}
-		p := New(discard(), &fakeFetcher{}, u, Options{})
+		p := New(discard(), &fakeSource{}, u, Options{})
 		t0 := time.Now()
-		results := make(chan store.Sighting, 4)
+		sightings := make(chan Sighting, 4)
 		// Lookups finish in any order: an older receipt may arrive last.
-		results <- store.Sighting{ID: 1, Seen: t0.Add(2 * time.Second)}
-		results <- store.Sighting{ID: 1, Seen: t0}
-		results <- store.Sighting{ID: 2, Seen: t0}
-		close(results)
-		p.write(t.Context(), results)
+		sightings <- Sighting{ID: 1, Received: t0.Add(2 * time.Second)}
+		sightings <- Sighting{ID: 1, Received: t0}
+		sightings <- Sighting{ID: 2, Received: t0}
+		close(sightings)
+		p.write(t.Context(), sightings)
 
 		want := map[int64]time.Time{1: t0.Add(2 * time.Second), 2: t0}
 		if got := u.Rows(); !maps.EqualFunc(got, want, time.Time.Equal) {
@@ -403,7 +411,7 @@ func TestWritesBehind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
 		down := true
-		u := &fakeUpserter{UpsertObjectsFunc: func(context.Context, []store.Sighting) error {
+		u := &fakeUpserter{UpsertObjectsFunc: func(context.Context, []Sighting) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if down {
@@ -411,9 +419,9 @@ func TestWritesBehind(t *testing.T) {
 			}
 			return nil
 		}}
-		p := New(discard(), &fakeFetcher{FetchFunc: evenOnline(0)}, u, Options{})
+		p := New(discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{})
 		wait := start(t, t.Context(), p)
-		must(t, p.Enqueue(Callback{IDs: []int64{2}, Received: time.Now()}))
+		must(t, p.Enqueue([]int64{2}, time.Now()))
 		time.Sleep(time.Second)
 		if !p.WritesBehind() {
 			t.Error("WritesBehind = false while writes fail, want true")
@@ -431,14 +439,14 @@ func TestWritesBehind(t *testing.T) {
 
 func TestPipelineSkipsExpiredReceipts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeFetcher{FetchFunc: evenOnline(0)}
+		f := &fakeSource{OnlineFunc: evenOnline(0)}
 		u := &fakeUpserter{}
 		p := New(discard(), f, u, Options{TTL: 30 * time.Second})
 		wait := start(t, t.Context(), p)
 		// Waited in an overloaded queue for longer than the TTL: its row would
 		// be swept at once, so it is not looked up.
-		must(t, p.Enqueue(Callback{IDs: []int64{2}, Received: time.Now().Add(-31 * time.Second)}))
-		must(t, p.Enqueue(Callback{IDs: []int64{4}, Received: time.Now().Add(-29 * time.Second)}))
+		must(t, p.Enqueue([]int64{2}, time.Now().Add(-31*time.Second)))
+		must(t, p.Enqueue([]int64{4}, time.Now().Add(-29*time.Second)))
 		must(t, wait())
 		if got := f.Calls(2); got != 0 {
 			t.Errorf("expired id fetched %d times, want 0", got)

@@ -6,15 +6,12 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"time"
-
-	"callback/pkg/objects"
-	"callback/pkg/store"
 )
 
 // process looks one job up, retrying as needed, and sends an online object to
-// the writer. A panic (a bug in a Fetcher, say) is recovered here and the job
+// the writer as a sighting. A panic (a bug in a Fetcher, say) is recovered here and the job
 // is handed back for another try, so a crashing lookup loses no ID.
-func (p *Pipeline) process(ctx context.Context, j job, results chan<- store.Sighting) (o outcome) {
+func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- Sighting) (o outcome) {
 	o.id = j.id
 	defer func() {
 		r := recover()
@@ -26,10 +23,10 @@ func (p *Pipeline) process(ctx context.Context, j job, results chan<- store.Sigh
 		switch {
 		case ctx.Err() != nil:
 			p.stats.abandoned.Add(1)
-		case p.expired(j.seen, 0):
+		case p.expired(j.received, 0):
 			p.stats.gaveUp.Add(1)
 		default:
-			o.requeue, o.seen = true, j.seen
+			o.requeue, o.received = true, j.received
 		}
 	}()
 
@@ -42,76 +39,74 @@ func (p *Pipeline) process(ctx context.Context, j job, results chan<- store.Sigh
 	// Under overload an ID can wait in the queue longer than the TTL; its row
 	// would be swept as soon as it was written, so skip the lookup. A newer
 	// callback naming it refreshes its receipt time and it is looked up then.
-	if p.expired(j.seen, 0) {
+	if p.expired(j.received, 0) {
 		p.stats.gaveUp.Add(1)
-		p.log.DebugContext(ctx, "lookup skipped: receipt older than ttl", "object_id", j.id, "seen", j.seen)
+		p.log.DebugContext(ctx, "lookup skipped: receipt older than ttl", "object_id", j.id, "received", j.received)
 		return o
 	}
-	obj, ok := p.lookup(ctx, j)
+	online, ok := p.lookup(ctx, j)
 	if !ok {
 		return o
 	}
 	p.stats.lookups.Add(1)
-	if obj.Online {
+	if online {
 		p.stats.online.Add(1)
-		// The writer reads results until they are closed, which happens only
-		// after every worker has returned, so this send cannot block forever.
-		results <- store.Sighting{ID: j.id, Seen: j.seen}
+		// The writer reads sightings until they are closed, which happens
+		// only after every worker has returned, so this send cannot block
+		// forever.
+		sightings <- Sighting{ID: j.id, Received: j.received}
 	}
 	return o
 }
 
-// lookup fetches j.id until it succeeds, the upstream refuses the ID for
+// lookup asks the source about j.id until it answers, refuses the ID for
 // good, the receipt outlives the TTL, or ctx is cancelled. It counts and logs
 // every way of failing, so callers only need ok.
-func (p *Pipeline) lookup(ctx context.Context, j job) (objects.Object, bool) {
+func (p *Pipeline) lookup(ctx context.Context, j job) (online, ok bool) {
 	for attempt := 1; ; attempt++ {
-		obj, err := p.fetch.Fetch(ctx, j.id)
+		online, err := p.src.Online(ctx, j.id)
 		if err == nil {
-			return obj, true
+			return online, true
 		}
 		if ctx.Err() != nil {
 			p.stats.abandoned.Add(1)
-			return objects.Object{}, false
+			return false, false
 		}
-		if !temporary(err) {
+		if permanent(err) {
 			p.stats.rejected.Add(1)
 			p.log.WarnContext(ctx, "lookup rejected", "object_id", j.id, "err", err)
-			return objects.Object{}, false
+			return false, false
 		}
 		wait := p.backoff(attempt, err)
-		if p.expired(j.seen, wait) {
+		if p.expired(j.received, wait) {
 			p.stats.gaveUp.Add(1)
 			p.log.WarnContext(ctx, "lookup given up: receipt older than ttl",
-				"object_id", j.id, "attempt", attempt, "seen", j.seen, "err", err)
-			return objects.Object{}, false
+				"object_id", j.id, "attempt", attempt, "received", j.received, "err", err)
+			return false, false
 		}
 		p.stats.retries.Add(1)
 		p.log.DebugContext(ctx, "lookup retry", "object_id", j.id, "attempt", attempt, "wait", wait, "err", err)
 		if !sleep(ctx, wait) {
 			p.stats.abandoned.Add(1)
-			return objects.Object{}, false
+			return false, false
 		}
 	}
 }
 
-// expired reports whether a sighting received at seen will be older than the
-// TTL after waiting wait: its row would be deleted by then, so looking it up
-// again is pointless (a newer callback brings its own lookup).
-func (p *Pipeline) expired(seen time.Time, wait time.Duration) bool {
-	return time.Since(seen)+wait > p.opt.TTL
+// expired reports whether a callback received at received will be older
+// than the TTL after waiting wait: its row would be deleted by then, so
+// looking it up again is pointless (a newer callback brings its own lookup).
+func (p *Pipeline) expired(received time.Time, wait time.Duration) bool {
+	return time.Since(received)+wait > p.opt.TTL
 }
 
-// temporary reports whether a failed lookup may succeed if tried again. Only
-// a definite "no" from the upstream about this ID (a 4xx other than 408 and
-// 429) is final; network errors, timeouts, 5xx, bad JSON and an answer about
-// another ID are all worth another try.
-func temporary(err error) bool {
-	var se *objects.StatusError
-	if errors.As(err, &se) {
-		return se.Temporary()
-	}
-	return true
+// permanent reports whether a failed lookup is the upstream's final word
+// about this ID, so trying again is pointless (see Source). Network errors,
+// timeouts, 5xx, bad JSON and an answer about another ID are all worth
+// another try.
+func permanent(err error) bool {
+	var e interface{ Permanent() bool }
+	return errors.As(err, &e) && e.Permanent()
 }
 
 // backoff returns the wait before retry number attempt (1-based): exponential
@@ -120,9 +115,9 @@ func temporary(err error) bool {
 // Retry-After from the upstream wins when it asks for longer.
 func (p *Pipeline) backoff(attempt int, err error) time.Duration {
 	d := backoff(p.opt.RetryBase, p.opt.RetryMax, attempt)
-	var se *objects.StatusError
-	if errors.As(err, &se) && se.RetryAfter > d {
-		d = min(se.RetryAfter, p.opt.TTL)
+	var e interface{ RetryAfter() time.Duration }
+	if errors.As(err, &e) && e.RetryAfter() > d {
+		d = min(e.RetryAfter(), p.opt.TTL)
 	}
 	return d
 }

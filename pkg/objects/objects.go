@@ -24,23 +24,26 @@ type Object struct {
 	Online bool  `json:"online"`
 }
 
-// StatusError is a non-200 answer. Callers read Code to decide whether to retry.
+// StatusError is a non-200 answer. Callers that retry ask it Permanent and
+// RetryAfter rather than reading Code.
 type StatusError struct {
-	Code int
-	// RetryAfter is the delay the upstream asked for with Retry-After, or 0.
-	RetryAfter time.Duration
+	Code       int
+	retryAfter time.Duration // from the Retry-After header, or 0
 }
 
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("upstream status %d", e.Code)
 }
 
-// Temporary reports whether the same request may succeed later: 5xx, 429
-// (rate limited) and 408 (request timeout) may; any other 4xx says the ID
-// itself is wrong and never will.
-func (e *StatusError) Temporary() bool {
-	return e.Code >= 500 || e.Code == http.StatusTooManyRequests || e.Code == http.StatusRequestTimeout
+// Permanent reports whether the same request will never succeed: a 4xx says
+// the ID itself is wrong, except 408 (request timeout) and 429 (rate
+// limited), which pass, as do 5xx.
+func (e *StatusError) Permanent() bool {
+	return e.Code < 500 && e.Code != http.StatusTooManyRequests && e.Code != http.StatusRequestTimeout
 }
+
+// RetryAfter is the delay the upstream asked for with Retry-After, or 0.
+func (e *StatusError) RetryAfter() time.Duration { return e.retryAfter }
 
 // Errors for well-formed JSON that is not a valid answer.
 var (
@@ -112,7 +115,7 @@ func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
 	if resp.StatusCode != http.StatusOK {
 		return Object{}, fmt.Errorf("fetch object %d: %w", id, &StatusError{
 			Code:       resp.StatusCode,
-			RetryAfter: retryAfter(resp.Header.Get("Retry-After")),
+			retryAfter: retryAfter(resp.Header.Get("Retry-After")),
 		})
 	}
 	// Pointers tell a missing field from a zero one: {"id":4} must not read
@@ -131,6 +134,13 @@ func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
 		return Object{}, fmt.Errorf("fetch object %d: got id %d: %w", id, *body.ID, ErrMismatch)
 	}
 	return Object{ID: id, Online: *body.Online}, nil
+}
+
+// Online reports whether object id is online: Fetch for callers that need
+// only that, such as the ingest pipeline.
+func (c *Client) Online(ctx context.Context, id int64) (bool, error) {
+	obj, err := c.Fetch(ctx, id)
+	return obj.Online, err
 }
 
 // retryAfter parses the delay-seconds form of Retry-After; an HTTP date or

@@ -132,11 +132,11 @@ func TestFetch(t *testing.T) {
 				if se.Code != tt.wantStatus {
 					t.Errorf("Code = %d, want %d", se.Code, tt.wantStatus)
 				}
-				if got := se.Temporary(); got != tt.wantTemporary {
-					t.Errorf("Temporary() = %v, want %v", got, tt.wantTemporary)
+				if got := se.Permanent(); got == tt.wantTemporary {
+					t.Errorf("Permanent() = %v, want %v", got, !tt.wantTemporary)
 				}
-				if se.RetryAfter != tt.wantRetryAfter {
-					t.Errorf("RetryAfter = %v, want %v", se.RetryAfter, tt.wantRetryAfter)
+				if got := se.RetryAfter(); got != tt.wantRetryAfter {
+					t.Errorf("RetryAfter() = %v, want %v", got, tt.wantRetryAfter)
 				}
 			case isStatus:
 				t.Errorf("error = %v is a *StatusError, want a decoding error", err)
@@ -155,10 +155,10 @@ func TestFetch(t *testing.T) {
 	}
 }
 
-func TestStatusErrorTemporary(t *testing.T) {
+func TestStatusErrorPermanent(t *testing.T) {
 	tests := []struct {
 		code int
-		want bool
+		want bool // temporary: may succeed if tried again
 	}{
 		{200, false}, {301, false}, {400, false}, {401, false}, {403, false}, {404, false},
 		{407, false}, {408, true}, {409, false}, {422, false}, {429, true}, {499, false},
@@ -167,8 +167,8 @@ func TestStatusErrorTemporary(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.code), func(t *testing.T) {
 			e := &objects.StatusError{Code: tt.code}
-			if got := e.Temporary(); got != tt.want {
-				t.Errorf("Temporary() for %d = %v, want %v", tt.code, got, tt.want)
+			if got := e.Permanent(); got == tt.want {
+				t.Errorf("Permanent() for %d = %v, want %v", tt.code, got, !tt.want)
 			}
 			if got, want := e.Error(), fmt.Sprintf("upstream status %d", tt.code); got != want {
 				t.Errorf("Error() = %q, want %q", got, want)
@@ -383,6 +383,38 @@ func TestFetchConnectionRefused(t *testing.T) {
 	var se *objects.StatusError
 	if errors.As(err, &se) {
 		t.Errorf("error = %v is a *StatusError, want a transport error", err)
+	}
+	// A refused connection passes. url.Error has a Temporary method that
+	// says false here, which is why callers ask Permanent instead.
+	var p interface{ Permanent() bool }
+	if errors.As(err, &p) && p.Permanent() {
+		t.Errorf("error = %v reports Permanent, want a retryable error", err)
+	}
+}
+
+func TestOnline(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/objects/4":
+			fmt.Fprint(w, `{"id":4,"online":true}`)
+		case "/objects/5":
+			fmt.Fprint(w, `{"id":5,"online":false}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c := objects.New(srv.URL, 1, 5*time.Second)
+	tests := []struct {
+		id            int64
+		want, wantErr bool
+	}{{4, true, false}, {5, false, false}, {6, false, true}}
+	for _, tt := range tests {
+		got, err := c.Online(t.Context(), tt.id)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("Online(%d) = %v, %v; want %v, error %v", tt.id, got, err, tt.want, tt.wantErr)
+		}
 	}
 }
 

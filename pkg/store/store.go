@@ -2,18 +2,32 @@
 // upserts batches of sightings and deletes stale rows. It is the only package
 // besides main that imports pgx; its errors carry the operation but no pgx
 // types. It does not retry: callers own their retry policy.
+//
+// It speaks the ingest pipeline's types (ingest.Sighting), as a store serves
+// the business package that declares what it needs, never the reverse.
 package store
 
 import (
 	"cmp"
 	"context"
+	_ "embed"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"callback/pkg/ingest"
 )
+
+// schema is init.sql, the one schema of the service. The file lives here so
+// that the package applying it can embed it (go:embed cannot reach up the
+// tree); the repository's top-level init.sql, which docker compose mounts,
+// is a symbolic link to it.
+//
+//go:embed init.sql
+var schema string
 
 // DB is what Postgres needs of a connection. *pgxpool.Pool, *pgx.Conn and
 // pgx.Tx all satisfy it, so a test can hand in a transaction.
@@ -41,7 +55,7 @@ func New(db DB) *Postgres {
 const schemaLock = 0x63616c6c // "call"
 
 // EnsureSchema runs the idempotent schema script (init.sql).
-func (p *Postgres) EnsureSchema(ctx context.Context, schema string) error {
+func (p *Postgres) EnsureSchema(ctx context.Context) error {
 	tx, err := p.db.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("ensure schema: %w", err)
@@ -59,13 +73,6 @@ func (p *Postgres) EnsureSchema(ctx context.Context, schema string) error {
 	return nil
 }
 
-// Sighting is one object seen online at Seen, the receipt time of the newest
-// callback that named it.
-type Sighting struct {
-	ID   int64
-	Seen time.Time
-}
-
 // upsertSQL writes a whole batch in one statement. The WHERE on the update
 // makes last_seen monotonic: a lookup that finishes late with an older receipt
 // time cannot move a row backwards, and replaying a batch changes nothing.
@@ -75,25 +82,26 @@ SELECT * FROM unnest($1::bigint[], $2::timestamptz[])
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
 WHERE objects.last_seen < excluded.last_seen`
 
-// UpsertObjects stores the sightings in one statement. It deduplicates them
-// by ID, keeping the newest time, because one INSERT ... ON CONFLICT may not
-// touch a row twice; and it sorts them by ID so that concurrent writers (other
-// instances) lock rows in the same order and cannot deadlock. It may reorder s.
-func (p *Postgres) UpsertObjects(ctx context.Context, s []Sighting) error {
+// UpsertObjects stores the sightings in one statement, each receipt time as
+// its row's last_seen. It deduplicates them by ID, keeping the newest time,
+// because one INSERT ... ON CONFLICT may not touch a row twice; and it sorts
+// them by ID so that concurrent writers (other instances) lock rows in the
+// same order and cannot deadlock. It sorts a copy: s is left as it was.
+func (p *Postgres) UpsertObjects(ctx context.Context, s []ingest.Sighting) error {
 	if len(s) == 0 {
 		return nil
 	}
-	slices.SortFunc(s, func(a, b Sighting) int {
-		return cmp.Or(cmp.Compare(a.ID, b.ID), b.Seen.Compare(a.Seen)) // newest first per ID
+	sorted := slices.SortedFunc(slices.Values(s), func(a, b ingest.Sighting) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), b.Received.Compare(a.Received)) // newest first per ID
 	})
-	s = slices.CompactFunc(s, func(a, b Sighting) bool { return a.ID == b.ID })
-	ids := make([]int64, len(s))
-	seen := make([]time.Time, len(s))
-	for i, x := range s {
-		ids[i], seen[i] = x.ID, x.Seen
+	sorted = slices.CompactFunc(sorted, func(a, b ingest.Sighting) bool { return a.ID == b.ID })
+	ids := make([]int64, len(sorted))
+	received := make([]time.Time, len(sorted))
+	for i, x := range sorted {
+		ids[i], received[i] = x.ID, x.Received
 	}
-	if _, err := p.db.Exec(ctx, upsertSQL, ids, seen); err != nil {
-		return fmt.Errorf("upsert %d objects: %w", len(s), err)
+	if _, err := p.db.Exec(ctx, upsertSQL, ids, received); err != nil {
+		return fmt.Errorf("upsert %d objects: %w", len(sorted), err)
 	}
 	return nil
 }

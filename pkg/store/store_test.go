@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"callback/pkg/ingest"
 	"callback/pkg/pgtest"
 	"callback/pkg/store"
 )
@@ -25,15 +27,11 @@ func newStore(t *testing.T) (*store.Postgres, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	schema, err := os.ReadFile("../../init.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := store.New(pool)
-	if err := s.EnsureSchema(t.Context(), string(schema)); err != nil {
+	if err := s.EnsureSchema(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.EnsureSchema(t.Context(), string(schema)); err != nil {
+	if err := s.EnsureSchema(t.Context()); err != nil {
 		t.Fatalf("second EnsureSchema = %v, want nil (idempotent)", err)
 	}
 	return s, pool
@@ -45,13 +43,13 @@ func rows(t *testing.T, pool *pgxpool.Pool) map[int64]time.Time {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, err := pgx.CollectRows(r, pgx.RowToStructByPos[store.Sighting])
+	all, err := pgx.CollectRows(r, pgx.RowToStructByPos[ingest.Sighting])
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[int64]time.Time{}
 	for _, x := range all {
-		got[x.ID] = x.Seen
+		got[x.ID] = x.Received
 	}
 	return got
 }
@@ -65,28 +63,28 @@ func TestUpsertObjects(t *testing.T) {
 
 	// Duplicates inside one batch: the newest time wins, and PostgreSQL does
 	// not reject the statement for touching a row twice.
-	must(t, s.UpsertObjects(ctx, []store.Sighting{{3, t0}, {1, t1}, {3, t2}, {0, t0}, {3, t1}}))
+	must(t, s.UpsertObjects(ctx, []ingest.Sighting{{ID: 3, Received: t0}, {ID: 1, Received: t1}, {ID: 3, Received: t2}, {ID: 0, Received: t0}, {ID: 3, Received: t1}}))
 	want := map[int64]time.Time{0: t0, 1: t1, 3: t2}
 	if got := rows(t, pool); !maps.EqualFunc(got, want, time.Time.Equal) {
 		t.Fatalf("rows = %v, want %v", got, want)
 	}
 
 	// An older sighting (a slow lookup finishing late) never moves last_seen back.
-	must(t, s.UpsertObjects(ctx, []store.Sighting{{3, t0}, {1, t2}}))
+	must(t, s.UpsertObjects(ctx, []ingest.Sighting{{ID: 3, Received: t0}, {ID: 1, Received: t2}}))
 	want = map[int64]time.Time{0: t0, 1: t2, 3: t2}
 	if got := rows(t, pool); !maps.EqualFunc(got, want, time.Time.Equal) {
 		t.Fatalf("rows = %v, want %v", got, want)
 	}
 
 	// Replaying a batch is a no-op, and an empty batch does nothing.
-	must(t, s.UpsertObjects(ctx, []store.Sighting{{3, t0}, {1, t2}}))
+	must(t, s.UpsertObjects(ctx, []ingest.Sighting{{ID: 3, Received: t0}, {ID: 1, Received: t2}}))
 	must(t, s.UpsertObjects(ctx, nil))
 	if got := rows(t, pool); !maps.EqualFunc(got, want, time.Time.Equal) {
 		t.Fatalf("rows after replay = %v, want %v", got, want)
 	}
 
 	// The int64 extremes are real objects.
-	must(t, s.UpsertObjects(ctx, []store.Sighting{{-1 << 63, t0}, {1<<63 - 1, t0}}))
+	must(t, s.UpsertObjects(ctx, []ingest.Sighting{{ID: -1 << 63, Received: t0}, {ID: 1<<63 - 1, Received: t0}}))
 	if got := len(rows(t, pool)); got != 5 {
 		t.Fatalf("rows = %d, want 5", got)
 	}
@@ -102,14 +100,14 @@ func TestUpsertObjectsConcurrentWritersDoNotDeadlock(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := range 20 {
-				batch := make([]store.Sighting, n)
+				batch := make([]ingest.Sighting, n)
 				now := time.Now()
 				for k := range n {
 					id := int64(k)
 					if (w+i)%2 == 1 {
 						id = int64(n - 1 - k)
 					}
-					batch[k] = store.Sighting{ID: id, Seen: now}
+					batch[k] = ingest.Sighting{ID: id, Received: now}
 				}
 				errs <- s.UpsertObjects(t.Context(), batch)
 			}
@@ -131,11 +129,11 @@ func TestDeleteStale(t *testing.T) {
 	s, pool := newStore(t)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Microsecond)
-	var batch []store.Sighting
+	var batch []ingest.Sighting
 	for id := range int64(25) {
-		batch = append(batch, store.Sighting{ID: id, Seen: now.Add(-time.Minute)}) // stale
+		batch = append(batch, ingest.Sighting{ID: id, Received: now.Add(-time.Minute)}) // stale
 	}
-	batch = append(batch, store.Sighting{ID: 100, Seen: now}) // fresh
+	batch = append(batch, ingest.Sighting{ID: 100, Received: now}) // fresh
 	must(t, s.UpsertObjects(ctx, batch))
 
 	cutoff := now.Add(-30 * time.Second)
@@ -153,7 +151,7 @@ func TestDeleteStale(t *testing.T) {
 	}
 
 	// A row exactly at the cutoff is not older than it: kept.
-	must(t, s.UpsertObjects(ctx, []store.Sighting{{200, cutoff}}))
+	must(t, s.UpsertObjects(ctx, []ingest.Sighting{{ID: 200, Received: cutoff}}))
 	n, err := s.DeleteStale(ctx, cutoff, 10)
 	must(t, err)
 	if n != 0 {
@@ -165,7 +163,7 @@ func TestDeleteStaleSkipsLockedRows(t *testing.T) {
 	s, pool := newStore(t)
 	ctx := t.Context()
 	old := time.Now().Add(-time.Hour)
-	must(t, s.UpsertObjects(ctx, []store.Sighting{{1, old}, {2, old}}))
+	must(t, s.UpsertObjects(ctx, []ingest.Sighting{{ID: 1, Received: old}, {ID: 2, Received: old}}))
 
 	// Another instance's sweep (or a writer) holds row 1: this sweep must not
 	// wait for it, and deletes what it can.
@@ -188,5 +186,33 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The schema docker compose mounts (the top-level init.sql) is the one the
+// service embeds and applies.
+func TestComposeSchemaIsEmbeddedSchema(t *testing.T) {
+	top, err := os.ReadFile("../../init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	here, err := os.ReadFile("init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(top) != string(here) {
+		t.Error("init.sql differs from pkg/store/init.sql, want the top-level file to be a link to it")
+	}
+}
+
+// UpsertObjects sorts and deduplicates a copy: the caller's slice is left as it was.
+func TestUpsertObjectsKeepsInput(t *testing.T) {
+	s, _ := newStore(t)
+	t0 := time.Now().Truncate(time.Microsecond)
+	in := []ingest.Sighting{{ID: 9, Received: t0}, {ID: 1, Received: t0}, {ID: 9, Received: t0.Add(time.Second)}}
+	want := slices.Clone(in)
+	must(t, s.UpsertObjects(t.Context(), in))
+	if !slices.Equal(in, want) {
+		t.Errorf("input after UpsertObjects = %v, want it unchanged %v", in, want)
 	}
 }

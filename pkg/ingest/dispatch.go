@@ -1,0 +1,93 @@
+package ingest
+
+import (
+	"context"
+	"time"
+)
+
+// dispatch feeds workers from the coalescer until intake is closed and all
+// work is done, or until ctx is cancelled. It owns the coalescer and closes
+// jobs when it returns, which tells the workers to stop.
+func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-chan outcome) {
+	defer close(jobs)
+	c := newCoalescer()
+	receipts := (<-chan receipt)(p.receipts)
+	tick := time.NewTicker(p.opt.StatsInterval)
+	defer tick.Stop()
+	var last Stats
+
+	for receipts != nil || !c.idle() {
+		// A nil channel never sends, so the send case is off while nothing waits.
+		var out chan<- job
+		next, ok := c.next()
+		if ok {
+			out = jobs
+		}
+		select {
+		case r, open := <-receipts:
+			if !open {
+				receipts = nil // closed by Close: finish what is here
+				continue
+			}
+			for _, id := range r.ids {
+				c.add(id, r.received)
+			}
+		case out <- next:
+			// If ctx was cancelled meanwhile, the worker counts the job as
+			// abandoned without starting it (see process).
+			c.start()
+		case o := <-outcomes:
+			c.finish(o)
+		case <-tick.C:
+			if s := p.Stats(); s != last {
+				last = s
+				p.logStats(ctx, len(c.waiting), len(c.flying))
+			}
+		case <-ctx.Done():
+			p.abandon(ctx, c, outcomes)
+			return
+		}
+		p.nWaiting.Store(int64(len(c.waiting)))
+	}
+}
+
+// work is one worker: it looks up each job it is handed and reports its
+// outcome, until the dispatcher closes jobs.
+func (p *Pipeline) work(ctx context.Context, jobs <-chan job, outcomes chan<- outcome, sightings chan<- Sighting) {
+	for j := range jobs {
+		outcomes <- p.process(ctx, j, sightings)
+	}
+}
+
+// abandon counts and logs what a cancelled drain leaves undone, then
+// collects the outcome of every flight: a worker blocked on a full outcomes
+// channel would never exit. The in-flight lookups see the cancelled ctx and
+// end quickly; each worker counts its own, and the follow-ups are counted here.
+func (p *Pipeline) abandon(ctx context.Context, c *coalescer, outcomes <-chan outcome) {
+	n := c.owed()
+	for r := range drainNow(p.receipts) { // callbacks not yet coalesced are lost too
+		n += len(r.ids)
+	}
+	p.stats.abandoned.Add(int64(n))
+	p.log.WarnContext(ctx, "drain cut short, abandoning queued ids",
+		"count", n, "in_flight", len(c.flying), "err", context.Cause(ctx))
+	for len(c.flying) > 0 {
+		delete(c.flying, (<-outcomes).id)
+	}
+}
+
+// drainNow yields what is buffered in ch right now, without waiting.
+func drainNow(ch <-chan receipt) func(func(receipt) bool) {
+	return func(yield func(receipt) bool) {
+		for {
+			select {
+			case r, ok := <-ch:
+				if !ok || !yield(r) {
+					return
+				}
+			default:
+				return
+			}
+		}
+	}
+}
