@@ -1,12 +1,16 @@
-// Package config reads the service's settings from flags and the environment,
-// in one place, with every default and check. A flag beats an environment
-// variable, which beats the built-in default. (main loads .env into the
-// environment first without overriding variables that are already set, so
-// .env sits just above the defaults.) Load does no I/O beyond calling getenv.
+// Package config reads the service's settings from flags and the environment.
+// Every setting is one row of a table (settings, below): its flag, its
+// environment variable, its default, its unit and what it means. -h, the
+// startup log line, the validation and the README's flag table are all made
+// from that table, so a setting is written down once.
+//
+// A flag beats an environment variable, which beats the built-in default.
+// (main loads .env into the environment first without overriding variables
+// that are already set, so .env sits just above the defaults.) Load does no
+// I/O beyond calling getenv and writing usage to its output.
 package config
 
 import (
-	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,72 +19,128 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
+	"text/tabwriter"
 	"time"
+
+	"callback/pkg/expiry"
+	"callback/pkg/ingest"
 )
 
 // DefaultDatabaseURL is the database that docker-compose.yml and .env describe.
 const DefaultDatabaseURL = "postgres://callback:callback@localhost:5432/callback?sslmode=disable"
 
-// Config is every setting of the service. The comment on each field names its
-// flag, its environment variable and its default.
+// Config is every setting of the service. The table in settings gives each
+// field's flag, environment variable, default and unit.
 type Config struct {
-	// Addr is the listen address. -addr, ADDR, default localhost:9090.
-	Addr string
-	// SourceURL is the base URL of the object service. -src, OBJECT_SOURCE_URL,
-	// default http://localhost:9010.
-	SourceURL string
-	// DatabaseURL is the PostgreSQL connection string. -db, DATABASE_URL,
-	// default DefaultDatabaseURL.
-	DatabaseURL string
-	// TTL is how long an object stays in the table after the newest callback
-	// that named it. -ttl, OBJECT_TTL, default 30s.
-	TTL time.Duration
+	Addr        string        // listen address
+	SourceURL   string        // base URL of the object service
+	DatabaseURL string        // PostgreSQL connection string
+	TTL         time.Duration // how long an object stays after the newest callback naming it
 
-	// Workers is the number of concurrent upstream lookups. Lookups take 0.3 to
-	// 4.3 s, so throughput is about Workers/2.3 lookups per second. -workers,
-	// WORKERS, default 512.
-	Workers int
-	// QueueSize is how many callbacks may wait between the handler and the
-	// coalescer before the handler answers 503. -queue-size, QUEUE_SIZE,
-	// default 1024.
-	QueueSize int
-	// MaxPending caps the distinct IDs waiting for a worker; above it the
-	// handler answers 503. -max-pending, MAX_PENDING, default 1000000.
-	MaxPending int
-	// FetchTimeout bounds one upstream request (retries get their own).
-	// -fetch-timeout, FETCH_TIMEOUT, default 6s, above the 4.3 s worst case.
-	FetchTimeout time.Duration
+	Workers      int           // concurrent upstream lookups
+	QueueSize    int           // callbacks buffered between handler and dispatcher
+	MaxPending   int           // distinct IDs waiting for a lookup before 503
+	FetchTimeout time.Duration // one upstream request
 
-	// BatchSize is the most rows one upsert statement writes. -batch-size,
-	// BATCH_SIZE, default 1000.
-	BatchSize int
-	// FlushInterval is the longest a looked-up object waits for its batch.
-	// -flush-interval, FLUSH_INTERVAL, default 100ms.
-	FlushInterval time.Duration
-	// DBTimeout bounds each database statement. -db-timeout, DB_TIMEOUT,
-	// default 5s.
-	DBTimeout time.Duration
-	// DBMaxConns is the pool size; only the writer and the sweeper use it.
-	// -db-max-conns, DB_MAX_CONNS, default 4.
-	DBMaxConns int
+	BatchSize     int           // rows per upsert statement
+	FlushInterval time.Duration // longest wait of a partial batch
+	DBTimeout     time.Duration // one database statement
+	DBMaxConns    int           // database pool size
 
-	// SweepInterval is how often stale rows are deleted. -sweep-interval,
-	// SWEEP_INTERVAL, default 1s.
-	SweepInterval time.Duration
-	// SweepBatch is the most rows one delete statement removes, so a huge
-	// delete never holds long locks. -sweep-batch, SWEEP_BATCH, default 5000.
-	SweepBatch int
+	SweepInterval time.Duration // time between sweeps
+	SweepBatch    int           // rows per delete statement
 
-	// DrainTimeout bounds the shutdown drain: queued IDs not looked up and
-	// written by then are logged as abandoned. -drain-timeout, DRAIN_TIMEOUT,
-	// default 30s.
-	DrainTimeout time.Duration
-	// IdleTimeout is how long a kept-alive connection may sit idle. It must be
-	// well above the senders' 5 s rhythm, or the server may close a connection
-	// at the moment a sender reuses it. -idle-timeout, IDLE_TIMEOUT, default 120s.
-	IdleTimeout time.Duration
-	// LogLevel is debug, info, warn or error. -log-level, LOG_LEVEL, default info.
-	LogLevel slog.Level
+	DrainTimeout time.Duration // bound of the shutdown drain
+	IdleTimeout  time.Duration // how long a kept-alive connection may idle
+	LogLevel     slog.Level
+}
+
+// setting is one row of the table. field binds it to its Config field, whose
+// type decides how values parse and are checked: every int and duration must
+// be positive; check adds what a type cannot say.
+type setting struct {
+	flag, env string
+	def       any    // the default, of the field's type
+	unit      string // what the value counts or is, for -h and the README
+	usage     string
+	secret    bool // masked in -h and in logs
+	field     func(*Config) any
+	check     func(*Config) error
+}
+
+// settings is the table. Defaults that belong to a package are its named
+// constants, so the numbers live in one place.
+var settings = []setting{
+	{flag: "addr", env: "ADDR", def: "localhost:9090", unit: "host:port",
+		usage: "listen address",
+		field: func(c *Config) any { return &c.Addr },
+		check: func(c *Config) error {
+			if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+				return fmt.Errorf("addr %q: %w", c.Addr, err)
+			}
+			return nil
+		}},
+	{flag: "src", env: "OBJECT_SOURCE_URL", def: "http://localhost:9010", unit: "URL",
+		usage: "base URL of the object service",
+		field: func(c *Config) any { return &c.SourceURL },
+		check: func(c *Config) error {
+			if u, err := url.Parse(c.SourceURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("src %q: want an http(s) URL", c.SourceURL)
+			}
+			return nil
+		}},
+	{flag: "db", env: "DATABASE_URL", def: DefaultDatabaseURL, unit: "URL", secret: true,
+		usage: "PostgreSQL connection URL (the compose database by default)",
+		field: func(c *Config) any { return &c.DatabaseURL },
+		check: func(c *Config) error {
+			if c.DatabaseURL == "" {
+				return errors.New("db: empty")
+			}
+			return nil
+		}},
+	{flag: "ttl", env: "OBJECT_TTL", def: ingest.DefaultTTL, unit: "duration",
+		usage: "delete objects not seen for longer than this",
+		field: func(c *Config) any { return &c.TTL }},
+	{flag: "workers", env: "WORKERS", def: ingest.DefaultWorkers, unit: "lookups",
+		usage: "concurrent upstream lookups (about workers / 2.3 s lookups per second)",
+		field: func(c *Config) any { return &c.Workers }},
+	{flag: "queue-size", env: "QUEUE_SIZE", def: ingest.DefaultQueueSize, unit: "callbacks",
+		usage: "callbacks buffered between handler and dispatcher before answering 503",
+		field: func(c *Config) any { return &c.QueueSize }},
+	{flag: "max-pending", env: "MAX_PENDING", def: ingest.DefaultMaxWaiting, unit: "IDs",
+		usage: "distinct IDs waiting for a lookup before answering 503",
+		field: func(c *Config) any { return &c.MaxPending }},
+	{flag: "fetch-timeout", env: "FETCH_TIMEOUT", def: 6 * time.Second, unit: "duration",
+		usage: "timeout of one upstream request (above the 4.3 s worst case)",
+		field: func(c *Config) any { return &c.FetchTimeout }},
+	{flag: "batch-size", env: "BATCH_SIZE", def: ingest.DefaultBatchSize, unit: "rows",
+		usage: "rows per upsert statement",
+		field: func(c *Config) any { return &c.BatchSize }},
+	{flag: "flush-interval", env: "FLUSH_INTERVAL", def: ingest.DefaultFlushInterval, unit: "duration",
+		usage: "longest a looked-up object waits for its batch",
+		field: func(c *Config) any { return &c.FlushInterval }},
+	{flag: "db-timeout", env: "DB_TIMEOUT", def: ingest.DefaultDBTimeout, unit: "duration",
+		usage: "timeout of one database statement",
+		field: func(c *Config) any { return &c.DBTimeout }},
+	{flag: "db-max-conns", env: "DB_MAX_CONNS", def: 4, unit: "connections",
+		usage: "database pool size (only the writer and the sweeper use it)",
+		field: func(c *Config) any { return &c.DBMaxConns }},
+	{flag: "sweep-interval", env: "SWEEP_INTERVAL", def: expiry.DefaultInterval, unit: "duration",
+		usage: "how often stale objects are deleted",
+		field: func(c *Config) any { return &c.SweepInterval }},
+	{flag: "sweep-batch", env: "SWEEP_BATCH", def: expiry.DefaultBatch, unit: "rows",
+		usage: "rows per delete statement",
+		field: func(c *Config) any { return &c.SweepBatch }},
+	{flag: "drain-timeout", env: "DRAIN_TIMEOUT", def: 30 * time.Second, unit: "duration",
+		usage: "how long shutdown may spend finishing queued work",
+		field: func(c *Config) any { return &c.DrainTimeout }},
+	{flag: "idle-timeout", env: "IDLE_TIMEOUT", def: 120 * time.Second, unit: "duration",
+		usage: "how long an idle keep-alive connection stays open (keep it far above the senders' 5 s)",
+		field: func(c *Config) any { return &c.IdleTimeout }},
+	{flag: "log-level", env: "LOG_LEVEL", def: slog.LevelInfo, unit: "level",
+		usage: "log level: debug, info, warn or error",
+		field: func(c *Config) any { return &c.LogLevel }},
 }
 
 // Load parses args (without the program name) over the environment read by
@@ -93,148 +153,144 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		fs   = flag.NewFlagSet("callback", flag.ContinueOnError)
 	)
 	fs.SetOutput(output)
-
-	// Each helper registers a flag whose default comes from the environment
-	// when the variable is set, so -h shows the value that would be used.
-	str := func(p *string, name, env, def, usage string) {
-		if v := getenv(env); v != "" {
-			def = v
+	for _, s := range settings {
+		v := value{p: s.field(&c), secret: s.secret}
+		if err := v.Set(fmt.Sprint(s.def)); err != nil {
+			panic(fmt.Sprintf("config: default of -%s: %v", s.flag, err)) // a bug in the table
 		}
-		fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", usage, env))
-	}
-	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
-		if v := getenv(env); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("env %s: %w", env, err))
-			} else {
-				def = d
+		// The environment replaces the default, so -h shows the value that
+		// would be used.
+		if e := getenv(s.env); e != "" {
+			if err := v.Set(e); err != nil {
+				errs = append(errs, fmt.Errorf("env %s: %w", s.env, err))
 			}
 		}
-		fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", usage, env))
+		fs.Var(v, s.flag, s.usage)
 	}
-	num := func(p *int, name, env string, def int, usage string) {
-		if v := getenv(env); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("env %s: %w", env, err))
-			} else {
-				def = n
-			}
-		}
-		fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", usage, env))
-	}
-
-	str(&c.Addr, "addr", "ADDR", "localhost:9090", "listen address")
-	str(&c.SourceURL, "src", "OBJECT_SOURCE_URL", "http://localhost:9010", "base URL of the object service")
-	c.DatabaseURL = cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL)
-	fs.Var(secretURL{&c.DatabaseURL}, "db", "PostgreSQL connection `URL` (env DATABASE_URL)")
-	dur(&c.TTL, "ttl", "OBJECT_TTL", 30*time.Second, "delete objects not seen for longer than this")
-	num(&c.Workers, "workers", "WORKERS", 512, "concurrent upstream lookups")
-	num(&c.QueueSize, "queue-size", "QUEUE_SIZE", 1024, "callbacks buffered before answering 503")
-	num(&c.MaxPending, "max-pending", "MAX_PENDING", 1_000_000, "distinct IDs waiting for a lookup before answering 503")
-	dur(&c.FetchTimeout, "fetch-timeout", "FETCH_TIMEOUT", 6*time.Second, "timeout of one upstream request")
-	num(&c.BatchSize, "batch-size", "BATCH_SIZE", 1000, "rows per upsert statement")
-	dur(&c.FlushInterval, "flush-interval", "FLUSH_INTERVAL", 100*time.Millisecond, "longest wait before a partial batch is written")
-	dur(&c.DBTimeout, "db-timeout", "DB_TIMEOUT", 5*time.Second, "timeout of one database statement")
-	num(&c.DBMaxConns, "db-max-conns", "DB_MAX_CONNS", 4, "database pool size")
-	dur(&c.SweepInterval, "sweep-interval", "SWEEP_INTERVAL", time.Second, "how often stale objects are deleted")
-	num(&c.SweepBatch, "sweep-batch", "SWEEP_BATCH", 5000, "rows per delete statement")
-	dur(&c.DrainTimeout, "drain-timeout", "DRAIN_TIMEOUT", 30*time.Second, "how long shutdown may spend finishing queued work")
-	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open")
-
-	level := "info"
-	str(&level, "log-level", "LOG_LEVEL", level, "log level: debug, info, warn or error")
-
+	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err // already printed by fs, with the usage
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
 	}
-	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
-		errs = append(errs, fmt.Errorf("log level: %w", err))
+	for _, s := range settings {
+		if err := s.validate(&c); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	errs = append(errs, c.check()...)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
 }
 
-func (c Config) check() []error {
-	var errs []error
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("addr %q: %w", c.Addr, err))
+// usage prints the flags in the table's order, each with its unit, its
+// environment variable and the value it has before the command line (its
+// default, or the value of its environment variable).
+func usage(fs *flag.FlagSet) {
+	w := tabwriter.NewWriter(fs.Output(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "Usage: callback [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Every flag can also be set by its environment variable; a flag beats the")
+	fmt.Fprintln(w, "environment, which beats .env, which beats the default.")
+	fmt.Fprintln(w)
+	for _, s := range settings {
+		fmt.Fprintf(w, "  -%s %s\t%s (env %s) (default %s)\n", s.flag, s.unit, s.usage, s.env, fs.Lookup(s.flag).Value)
 	}
-	if u, err := url.Parse(c.SourceURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("src %q: want an http(s) URL", c.SourceURL))
-	}
-	if c.DatabaseURL == "" {
-		errs = append(errs, errors.New("db: empty"))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"ttl", c.TTL}, {"fetch-timeout", c.FetchTimeout}, {"flush-interval", c.FlushInterval},
-		{"db-timeout", c.DBTimeout}, {"sweep-interval", c.SweepInterval}, {"drain-timeout", c.DrainTimeout},
-		{"idle-timeout", c.IdleTimeout},
-	} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s: %v must be positive", d.name, d.v))
-		}
-	}
-	for _, n := range []struct {
-		name string
-		v    int
-	}{
-		{"workers", c.Workers}, {"queue-size", c.QueueSize}, {"max-pending", c.MaxPending},
-		{"batch-size", c.BatchSize}, {"db-max-conns", c.DBMaxConns}, {"sweep-batch", c.SweepBatch},
-	} {
-		if n.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s: %d must be positive", n.name, n.v))
-		}
-	}
-	return errs
+	_ = w.Flush() // nowhere to report a failed write of the usage
 }
 
-// LogValue logs the configuration with the database password masked.
+// validate applies the checks of the setting's type, then its own.
+func (s setting) validate(c *Config) error {
+	switch p := s.field(c).(type) {
+	case *int:
+		if *p <= 0 {
+			return fmt.Errorf("%s: %d must be positive", s.flag, *p)
+		}
+	case *time.Duration:
+		if *p <= 0 {
+			return fmt.Errorf("%s: %v must be positive", s.flag, *p)
+		}
+	}
+	if s.check != nil {
+		return s.check(c)
+	}
+	return nil
+}
+
+// LogValue logs every setting under its flag's name (with _ for -), secrets
+// masked.
 func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("addr", c.Addr),
-		slog.String("src", c.SourceURL),
-		slog.String("db", maskPassword(c.DatabaseURL)),
-		slog.Duration("ttl", c.TTL),
-		slog.Int("workers", c.Workers),
-		slog.Int("queue_size", c.QueueSize),
-		slog.Int("max_pending", c.MaxPending),
-		slog.Duration("fetch_timeout", c.FetchTimeout),
-		slog.Int("batch_size", c.BatchSize),
-		slog.Duration("flush_interval", c.FlushInterval),
-		slog.Duration("db_timeout", c.DBTimeout),
-		slog.Int("db_max_conns", c.DBMaxConns),
-		slog.Duration("sweep_interval", c.SweepInterval),
-		slog.Int("sweep_batch", c.SweepBatch),
-		slog.Duration("drain_timeout", c.DrainTimeout),
-		slog.Duration("idle_timeout", c.IdleTimeout),
-		slog.String("log_level", c.LogLevel.String()),
-	)
-}
-
-// secretURL is a string flag that -h shows with its password masked: its
-// default may come from DATABASE_URL.
-type secretURL struct{ p *string }
-
-func (s secretURL) String() string {
-	if s.p == nil { // the flag package probes a zero value
-		return ""
+	attrs := make([]slog.Attr, 0, len(settings))
+	for _, s := range settings {
+		v := value{p: s.field(&c), secret: s.secret}
+		attrs = append(attrs, slog.String(strings.ReplaceAll(s.flag, "-", "_"), v.String()))
 	}
-	return maskPassword(*s.p)
+	return slog.GroupValue(attrs...)
 }
 
-func (s secretURL) Set(v string) error {
-	*s.p = v
+// MarkdownTable is the README's flag table, made from the settings.
+func MarkdownTable() string {
+	var b strings.Builder
+	b.WriteString("| flag | env | default | unit | meaning |\n|---|---|---|---|---|\n")
+	for _, s := range settings {
+		var c Config
+		v := value{p: s.field(&c)}
+		_ = v.Set(fmt.Sprint(s.def)) // checked by Load
+		fmt.Fprintf(&b, "| `-%s` | `%s` | `%s` | %s | %s |\n", s.flag, s.env, v.String(), s.unit, s.usage)
+	}
+	return b.String()
+}
+
+// value is a flag.Value over one Config field.
+type value struct {
+	p      any  // *string, *int, *time.Duration or *slog.Level
+	secret bool // String masks a password
+}
+
+func (v value) String() string {
+	switch p := v.p.(type) {
+	case nil: // the flag package probes a zero Value
+		return ""
+	case *string:
+		if v.secret {
+			return maskPassword(*p)
+		}
+		return *p
+	case *int:
+		return strconv.Itoa(*p)
+	case *time.Duration:
+		return p.String()
+	case *slog.Level:
+		return strings.ToLower(p.String())
+	}
+	panic(fmt.Sprintf("config: no value for %T", v.p))
+}
+
+func (v value) Set(s string) error {
+	switch p := v.p.(type) {
+	case *string:
+		*p = s
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = d
+	case *slog.Level:
+		if err := p.UnmarshalText([]byte(s)); err != nil {
+			return fmt.Errorf("log level %q: want debug, info, warn or error", s)
+		}
+	default:
+		panic(fmt.Sprintf("config: no value for %T", v.p))
+	}
 	return nil
 }
 

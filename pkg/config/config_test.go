@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -404,5 +405,37 @@ func TestHelpHidesDatabasePassword(t *testing.T) {
 	}
 	if got, want := c.DatabaseURL, "postgres://u:topsecret@db/x"; got != want {
 		t.Errorf("DatabaseURL = %q, want %q from the environment", got, want)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the flag table in README.md from the settings")
+
+// TestREADMEFlagTable keeps the README's flag table equal to the one the
+// settings make. After changing a setting: go test ./pkg/config -update
+func TestREADMEFlagTable(t *testing.T) {
+	const (
+		path  = "../../README.md"
+		begin = "<!-- flags: made by `go test ./pkg/config -update`; do not edit -->\n"
+		end   = "<!-- end of flags -->"
+	)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(raw)
+	before, rest, ok1 := strings.Cut(readme, begin)
+	table, after, ok2 := strings.Cut(rest, end)
+	if !ok1 || !ok2 {
+		t.Fatalf("README.md lacks the markers %q and %q around the flag table", begin, end)
+	}
+	want := config.MarkdownTable()
+	if table == want {
+		return
+	}
+	if !*update {
+		t.Fatalf("README.md's flag table is out of date; run: go test ./pkg/config -update\ngot:\n%s\nwant:\n%s", table, want)
+	}
+	if err := os.WriteFile(path, []byte(before+begin+want+end+after), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
