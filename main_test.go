@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"callback/objectsource/sim"
 	"callback/pkg/ingest"
+	"callback/pkg/logtest"
 	"callback/pkg/pgtest"
 )
 
@@ -82,7 +82,7 @@ func TestRun(t *testing.T) {
 
 // startRun runs the service in-process on a free port, with args after
 // -addr, and returns its address, its logs and a channel for run's result.
-func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, logs *syncBuffer, done <-chan error) {
+func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, logs *logtest.Buffer, done <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,7 +90,7 @@ func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, l
 	}
 	addr = ln.Addr().String()
 	ln.Close()
-	logs = &syncBuffer{}
+	logs = &logtest.Buffer{}
 	result := make(chan error, 1)
 	go func() {
 		result <- run(ctx, append([]string{"-addr", addr}, args...), noEnv, logs, io.Discard)
@@ -100,7 +100,7 @@ func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, l
 
 // postWhenUp posts body to the service at addr, retrying for 5 s until it
 // listens, and returns the status.
-func postWhenUp(t *testing.T, addr, body string, logs *syncBuffer) int {
+func postWhenUp(t *testing.T, addr, body string, logs *logtest.Buffer) int {
 	t.Helper()
 	for i := 0; ; i++ {
 		resp, err := http.Post("http://"+addr+"/callback", "application/json", strings.NewReader(body))
@@ -146,23 +146,6 @@ func objectIDs(t *testing.T, dbURL string) []int64 {
 	}
 	defer conn.Close(context.Background())
 	return slices.Sorted(maps.Keys(readObjects(t, conn)))
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestRunDrainsBeforeSchema shuts down before the schema could be applied

@@ -21,6 +21,7 @@ import (
 	"callback/objectsource/sim"
 	"callback/pkg/callback"
 	"callback/pkg/ingest"
+	"callback/pkg/logtest"
 	"callback/pkg/objects"
 	"callback/pkg/pgtest"
 	"callback/pkg/store"
@@ -164,7 +165,7 @@ type panicRig struct {
 	pool   *pgxpool.Pool
 	url    string // base URL of the callback server
 	client *http.Client
-	logs   *syncBuffer // the JSON logs of handler and pipeline
+	logs   *logtest.Buffer // the JSON logs of handler and pipeline
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc // abandons Run's work if Close does not drain in time
@@ -177,7 +178,7 @@ type panicRig struct {
 // is stopped at cleanup if the test did not stop it.
 func newPanicRig(t *testing.T, wrapSource func(ingest.Source) ingest.Source, panicIf func(ids []int64) bool) *panicRig {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	pool, err := pgxpool.New(context.Background(), pgtest.NewDB(t))

@@ -4,7 +4,6 @@
 package integrationtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"callback/objectsource/sim"
+	"callback/pkg/logtest"
 	"callback/pkg/pgtest"
 )
 
@@ -90,7 +90,7 @@ type service struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	URL  string // http://127.0.0.1:port
-	logs *syncBuffer
+	logs *logtest.Buffer
 	done chan struct{} // closed when the process has exited
 	err  error         // Wait's result, set before done is closed
 }
@@ -111,7 +111,7 @@ func startServiceAt(t *testing.T, bin, addr, dbURL, srcURL string, extra ...stri
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = t.TempDir() // no .env from the repository
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
-	s := &service{t: t, cmd: cmd, URL: "http://" + addr, logs: &syncBuffer{}, done: make(chan struct{})}
+	s := &service{t: t, cmd: cmd, URL: "http://" + addr, logs: &logtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start service: %v", err)
@@ -399,22 +399,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's two output streams.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

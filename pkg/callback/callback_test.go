@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"callback/pkg/logtest"
+
 	"callback/pkg/callback"
 	"callback/pkg/ingest"
 )
@@ -31,8 +33,6 @@ type enqueued struct {
 	IDs      []int64
 	Received time.Time
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // idsBody returns {"object_ids":[1,2,...,n]} and the IDs in it.
 func idsBody(n int) (string, []int64) {
@@ -181,7 +181,7 @@ func TestHandler(t *testing.T) {
 				calls = append(calls, enqueued{ids, received})
 				return tt.enqErr
 			}}
-			h := callback.NewHandler(discardLogger(), q)
+			h := callback.NewHandler(logtest.Discard(), q)
 			h.NowFunc = func() time.Time { return received }
 
 			method := tt.method
@@ -250,7 +250,7 @@ func TestHandlerTooLargeNeverAccepted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			enqueued := false
-			h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error {
+			h := callback.NewHandler(logtest.Discard(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error {
 				enqueued = true
 				return nil
 			}})
@@ -304,7 +304,7 @@ func TestNewHandlerNilDependency(t *testing.T) {
 		q    callback.Enqueuer
 	}{
 		{name: "nil-logger", q: &fakeEnqueuer{}},
-		{name: "nil-enqueuer", log: discardLogger()},
+		{name: "nil-enqueuer", log: logtest.Discard()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -391,7 +391,7 @@ func TestRecover(t *testing.T) {
 // BenchmarkHandler measures the server-side cost of one 200-ID callback.
 func BenchmarkHandler(b *testing.B) {
 	body, _ := idsBody(200)
-	h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error { return nil }})
+	h := callback.NewHandler(logtest.Discard(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error { return nil }})
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
@@ -436,7 +436,7 @@ func TestHandlerBodyReadErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			called := false
-			h := callback.NewHandler(discardLogger(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error {
+			h := callback.NewHandler(logtest.Discard(), &fakeEnqueuer{EnqueueFunc: func([]int64, time.Time) error {
 				called = true
 				return nil
 			}})

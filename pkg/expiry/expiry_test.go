@@ -1,11 +1,9 @@
 package expiry_test
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"callback/pkg/expiry"
+	"callback/pkg/logtest"
 )
 
 type fakeDeleter struct {
@@ -69,26 +68,6 @@ func (r *recorder) Calls() []deleteCall {
 	return append([]deleteCall(nil), r.calls...)
 }
 
-// syncBuffer is a log sink that Run's goroutine and the test may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func TestSweep(t *testing.T) {
 	const (
 		batch   = 100
@@ -120,7 +99,7 @@ func TestSweep(t *testing.T) {
 			// deadline each call sees is exactly the timeout.
 			synctest.Test(t, func(t *testing.T) {
 				rec := &recorder{results: tt.results}
-				s := expiry.New(discardLogger(), rec.deleter(), expiry.Options{TTL: ttl, Interval: time.Minute, Batch: batch, Timeout: timeout})
+				s := expiry.New(logtest.Discard(), rec.deleter(), expiry.Options{TTL: ttl, Interval: time.Minute, Batch: batch, Timeout: timeout})
 				now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 				nowCalls := 0
 				s.NowFunc = func() time.Time {
@@ -169,7 +148,7 @@ func TestSweepTimeoutCancelsStatement(t *testing.T) {
 			<-ctx.Done()
 			return 0, ctx.Err()
 		}}
-		s := expiry.New(discardLogger(), del, expiry.Options{TTL: time.Minute, Interval: time.Minute, Batch: 10, Timeout: timeout})
+		s := expiry.New(logtest.Discard(), del, expiry.Options{TTL: time.Minute, Interval: time.Minute, Batch: 10, Timeout: timeout})
 		start := time.Now()
 		_, err := s.Sweep(t.Context())
 		if !errors.Is(err, context.DeadlineExceeded) {
@@ -191,7 +170,7 @@ func TestSweepParentContext(t *testing.T) {
 		gotErr = ctx.Err()
 		return 0, ctx.Err()
 	}}
-	s := expiry.New(discardLogger(), del, expiry.Options{TTL: time.Minute, Interval: time.Minute, Batch: 10, Timeout: time.Minute})
+	s := expiry.New(logtest.Discard(), del, expiry.Options{TTL: time.Minute, Interval: time.Minute, Batch: 10, Timeout: time.Minute})
 	if _, err := s.Sweep(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Sweep error = %v, want context.Canceled", err)
 	}
@@ -218,8 +197,8 @@ func TestRun(t *testing.T) {
 			{0, nil},
 			{batch, nil}, {1, nil},
 		}}
-		logs := &syncBuffer{}
-		s := expiry.New(slog.New(slog.NewTextHandler(logs, nil)), rec.deleter(), expiry.Options{TTL: ttl, Interval: interval, Batch: batch, Timeout: timeout})
+		log, logs := logtest.Text()
+		s := expiry.New(log, rec.deleter(), expiry.Options{TTL: ttl, Interval: interval, Batch: batch, Timeout: timeout})
 
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -307,8 +286,8 @@ func TestRunCancelDuringSweep(t *testing.T) {
 			<-ctx.Done()
 			return 0, ctx.Err()
 		}}
-		logs := &syncBuffer{}
-		s := expiry.New(slog.New(slog.NewTextHandler(logs, nil)), del, expiry.Options{TTL: time.Minute, Interval: time.Second, Batch: 10, Timeout: time.Hour})
+		log, logs := logtest.Text()
+		s := expiry.New(log, del, expiry.Options{TTL: time.Minute, Interval: time.Second, Batch: 10, Timeout: time.Hour})
 
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
@@ -341,7 +320,7 @@ func TestRunCancelDuringSweep(t *testing.T) {
 func TestRunCancelledBeforeStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{}
-		s := expiry.New(discardLogger(), rec.deleter(), expiry.Options{TTL: time.Minute, Interval: time.Second, Batch: 10, Timeout: time.Second})
+		s := expiry.New(logtest.Discard(), rec.deleter(), expiry.Options{TTL: time.Minute, Interval: time.Second, Batch: 10, Timeout: time.Second})
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if err := s.Run(ctx); err != nil {
@@ -361,8 +340,8 @@ func TestNewNilDependency(t *testing.T) {
 		ttl  time.Duration // 0 means a minute
 	}{
 		{name: "nil-logger", del: &fakeDeleter{}},
-		{name: "nil-deleter", log: discardLogger()},
-		{name: "no-ttl", log: discardLogger(), del: &fakeDeleter{}, ttl: -1},
+		{name: "nil-deleter", log: logtest.Discard()},
+		{name: "no-ttl", log: logtest.Discard(), del: &fakeDeleter{}, ttl: -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -382,7 +361,7 @@ func TestNewNilDependency(t *testing.T) {
 func TestRunPaused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{}
-		s := expiry.New(discardLogger(), rec.deleter(), expiry.Options{TTL: 30 * time.Second, Interval: time.Second, Batch: 10, Timeout: time.Second})
+		s := expiry.New(logtest.Discard(), rec.deleter(), expiry.Options{TTL: 30 * time.Second, Interval: time.Second, Batch: 10, Timeout: time.Second})
 		var mu sync.Mutex
 		behind := true
 		s.PauseFunc = func() bool {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -13,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"callback/pkg/logtest"
 )
 
 type fakeSource struct {
@@ -94,8 +94,6 @@ func (u *fakeUpserter) Rows() map[int64]time.Time {
 	return maps.Clone(u.rows)
 }
 
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // start runs p in the background and returns a function that closes p and
 // returns Run's error. It fails the test if Run returns before Close.
 func start(t *testing.T, ctx context.Context, p *Pipeline) (closeAndWait func() error) {
@@ -112,7 +110,7 @@ func TestPipelineWritesOnlineIDsWithReceiptTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}
 		u := &fakeUpserter{}
-		p := New(discard(), f, u, Options{Workers: 4})
+		p := New(logtest.Discard(), f, u, Options{Workers: 4})
 		wait := start(t, t.Context(), p)
 
 		t0 := time.Now()
@@ -146,7 +144,7 @@ func TestPipelineFollowUpForIDInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeSource{OnlineFunc: evenOnline(3 * time.Second)}
 		u := &fakeUpserter{}
-		p := New(discard(), f, u, Options{Workers: 2})
+		p := New(logtest.Discard(), f, u, Options{Workers: 2})
 		wait := start(t, t.Context(), p)
 
 		t0 := time.Now()
@@ -190,7 +188,7 @@ func TestPipelineRetries(t *testing.T) {
 			return true, nil
 		}}
 		u := &fakeUpserter{}
-		p := New(discard(), f, u, Options{Workers: 4, TTL: 10 * time.Second})
+		p := New(logtest.Discard(), f, u, Options{Workers: 4, TTL: 10 * time.Second})
 		wait := start(t, t.Context(), p)
 		t0 := time.Now()
 		must(t, p.Enqueue([]int64{2, 4, 6, 8, 10}, t0))
@@ -227,7 +225,7 @@ func TestPipelineRecoversWorkerPanic(t *testing.T) {
 			return true, nil
 		}}
 		u := &fakeUpserter{}
-		p := New(discard(), f, u, Options{Workers: 1})
+		p := New(logtest.Discard(), f, u, Options{Workers: 1})
 		wait := start(t, t.Context(), p)
 		t0 := time.Now()
 		must(t, p.Enqueue([]int64{2, 4, 6}, t0))
@@ -260,7 +258,7 @@ func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 			return nil
 		}}
 		f := &fakeSource{OnlineFunc: evenOnline(100 * time.Millisecond)}
-		p := New(discard(), f, u, Options{Workers: 8, BatchSize: 10})
+		p := New(logtest.Discard(), f, u, Options{Workers: 8, BatchSize: 10})
 		wait := start(t, t.Context(), p)
 
 		// The same ID seen three times while the database is down is kept once,
@@ -305,7 +303,7 @@ func TestEnqueueRefuses(t *testing.T) {
 	f := &fakeSource{OnlineFunc: evenOnline(0)}
 	u := &fakeUpserter{}
 	t.Run("queue-full", func(t *testing.T) {
-		p := New(discard(), f, u, Options{QueueSize: 1}) // not running: nothing drains
+		p := New(logtest.Discard(), f, u, Options{QueueSize: 1}) // not running: nothing drains
 		must(t, p.Enqueue([]int64{1}, time.Time{}))
 		if err := p.Enqueue([]int64{2}, time.Time{}); !errors.Is(err, ErrFull) {
 			t.Errorf("Enqueue = %v, want ErrFull", err)
@@ -321,7 +319,7 @@ func TestEnqueueRefuses(t *testing.T) {
 				<-block
 				return false, nil
 			}}
-			p := New(discard(), f, u, Options{Workers: 1, MaxWaiting: 3})
+			p := New(logtest.Discard(), f, u, Options{Workers: 1, MaxWaiting: 3})
 			wait := start(t, t.Context(), p)
 			must(t, p.Enqueue([]int64{1, 2, 3, 4}, time.Now())) // 1 in flight, 3 waiting
 			synctest.Wait()
@@ -333,7 +331,7 @@ func TestEnqueueRefuses(t *testing.T) {
 		})
 	})
 	t.Run("closed", func(t *testing.T) {
-		p := New(discard(), f, u, Options{})
+		p := New(logtest.Discard(), f, u, Options{})
 		p.Close()
 		p.Close() // idempotent
 		if err := p.Enqueue([]int64{1}, time.Time{}); !errors.Is(err, ErrClosed) {
@@ -349,7 +347,7 @@ func TestRunAbandonsOnCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeSource{OnlineFunc: evenOnline(time.Hour)} // never finishes in time
 		u := &fakeUpserter{}
-		p := New(discard(), f, u, Options{Workers: 2})
+		p := New(logtest.Discard(), f, u, Options{Workers: 2})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- p.Run(ctx) }()
@@ -387,7 +385,7 @@ func TestWriterKeepsNewestPerID(t *testing.T) {
 			}
 			return nil
 		}}
-		p := New(discard(), &fakeSource{}, u, Options{})
+		p := New(logtest.Discard(), &fakeSource{}, u, Options{})
 		t0 := time.Now()
 		sightings := make(chan Sighting, 4)
 		// Lookups finish in any order: an older receipt may arrive last.
@@ -419,7 +417,7 @@ func TestWritesBehind(t *testing.T) {
 			}
 			return nil
 		}}
-		p := New(discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{})
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{})
 		wait := start(t, t.Context(), p)
 		must(t, p.Enqueue([]int64{2}, time.Now()))
 		time.Sleep(time.Second)
@@ -441,7 +439,7 @@ func TestPipelineSkipsExpiredReceipts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeSource{OnlineFunc: evenOnline(0)}
 		u := &fakeUpserter{}
-		p := New(discard(), f, u, Options{TTL: 30 * time.Second})
+		p := New(logtest.Discard(), f, u, Options{TTL: 30 * time.Second})
 		wait := start(t, t.Context(), p)
 		// Waited in an overloaded queue for longer than the TTL: its row would
 		// be swept at once, so it is not looked up.

@@ -3,18 +3,16 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"callback/pkg/logtest"
+
 	"callback/pkg/lifecycle"
 )
-
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // journal records events from several goroutines.
 type journal struct {
@@ -46,7 +44,7 @@ func untilCancelled(j *journal, name string) func(context.Context) error {
 func TestStopReverseOrderAndDrain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var j journal
-		g := lifecycle.New(discard())
+		g := lifecycle.New(logtest.Discard())
 		drained := make(chan struct{})
 		g.Start(t.Context(), lifecycle.Part{Name: "first", Run: untilCancelled(&j, "first")})
 		g.Start(t.Context(), lifecycle.Part{
@@ -84,7 +82,7 @@ func TestStopReverseOrderAndDrain(t *testing.T) {
 func TestEndedOnFailure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var j journal
-		g := lifecycle.New(discard())
+		g := lifecycle.New(logtest.Discard())
 		boom := errors.New("listener died")
 		g.Start(t.Context(), lifecycle.Part{Name: "worker", Run: untilCancelled(&j, "worker")})
 		g.Start(t.Context(), lifecycle.Part{Name: "http", Run: func(context.Context) error {
@@ -111,7 +109,7 @@ func TestEndedOnFailure(t *testing.T) {
 func TestParentCancelDoesNotStopParts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var j journal
-		g := lifecycle.New(discard())
+		g := lifecycle.New(logtest.Discard())
 		ctx, cancel := context.WithCancel(t.Context())
 		g.Start(ctx, lifecycle.Part{Name: "p", Run: untilCancelled(&j, "p")})
 		cancel()
@@ -134,7 +132,7 @@ func TestDeadlineAndAbandonCancel(t *testing.T) {
 		name := map[bool]string{false: "deadline", true: "abandon"}[abandon]
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				g := lifecycle.New(discard())
+				g := lifecycle.New(logtest.Discard())
 				start := time.Now()
 				g.Start(t.Context(), lifecycle.Part{
 					Name:  "queue",
