@@ -62,6 +62,22 @@ func (r *recorder) deleter() *fakeDeleter {
 	}}
 }
 
+// stopRun cancels a Run inside a synctest bubble and checks that it returned
+// nil at once.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	synctest.Wait()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	default:
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
 func (r *recorder) Calls() []deleteCall {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -243,16 +259,7 @@ func TestRun(t *testing.T) {
 		synctest.Wait()
 		wantCalls("after 3 intervals", 0, interval, interval, 2*interval, 3*interval, 3*interval)
 
-		cancel()
-		synctest.Wait()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v, want nil", err)
-			}
-		default:
-			t.Fatal("Run did not return after cancel")
-		}
+		stopRun(t, cancel, done)
 
 		time.Sleep(10 * interval)
 		synctest.Wait()
@@ -299,16 +306,7 @@ func TestRunCancelDuringSweep(t *testing.T) {
 			cancel()
 			t.Fatal("Run did not sweep at start")
 		}
-		cancel()
-		synctest.Wait()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v, want nil", err)
-			}
-		default:
-			t.Fatal("Run did not return after cancel")
-		}
+		stopRun(t, cancel, done)
 		if got := logs.String(); got != "" {
 			t.Errorf("log = %q, want nothing logged for a cancelled sweep", got)
 		}
@@ -389,6 +387,27 @@ func TestRunPaused(t *testing.T) {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run = %v, want nil", err)
+		}
+	})
+}
+
+// Options left zero take the named defaults.
+func TestNewDefaults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		s := expiry.New(logtest.Discard(), rec.deleter(), expiry.Options{TTL: time.Minute})
+		if _, err := s.Sweep(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		calls := rec.Calls()
+		if len(calls) != 1 {
+			t.Fatalf("DeleteStale called %d times, want 1", len(calls))
+		}
+		if got := calls[0].limit; got != expiry.DefaultBatch {
+			t.Errorf("limit = %d, want DefaultBatch %d", got, expiry.DefaultBatch)
+		}
+		if got := calls[0].deadline; got != expiry.DefaultTimeout {
+			t.Errorf("statement deadline = %v, want DefaultTimeout %v", got, expiry.DefaultTimeout)
 		}
 	})
 }
