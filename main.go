@@ -154,9 +154,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
+		log.Info("shutting down", "drain_timeout", cfg.DrainTimeout.String())
 	case <-parts.Ended():
-		log.Error("a part stopped on its own, shutting down", "drain_timeout", cfg.DrainTimeout)
+		log.Error("a part stopped on its own, shutting down", "drain_timeout", cfg.DrainTimeout.String())
 	}
 
 	// Stop: http (no new callbacks), pipeline (drain the queue, write the

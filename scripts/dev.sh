@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole thing on one machine without Docker: a throwaway PostgreSQL
 # cluster, the object-source simulator (upstream + sender, like the customer's
-# program) and the callback service. Ctrl-C stops all of it.
+# program, here as two processes) and the callback service. Ctrl-C stops all
+# of it in order: the sender first, then the service, which drains its queue
+# while the upstream still answers, then the upstream and PostgreSQL.
 #
 #   scripts/dev.sh            # or: make run
 #   PGPORT=5544 scripts/dev.sh
@@ -41,12 +43,21 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
 	as_pg "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
 fi
 
-pids=()
+# The programs run in sessions of their own (setsid), so the terminal's Ctrl-C
+# reaches only this script, which then stops them one at a time, in order.
+sender= service= upstream=
+stop() { # stop NAME PID: SIGTERM, then wait for it to exit
+	[ -n "$2" ] || return 0
+	echo "dev.sh: stopping $1"
+	kill -TERM "$2" 2>/dev/null || true
+	wait "$2" 2>/dev/null || true
+}
 cleanup() {
 	trap - INT TERM EXIT
-	echo "dev.sh: stopping"
-	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	stop sender "$sender"
+	stop "service (it drains its queue first)" "$service"
+	stop upstream "$upstream"
+	echo "dev.sh: stopping PostgreSQL"
 	as_pg "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
 }
 trap cleanup INT TERM EXIT
@@ -60,12 +71,14 @@ echo "dev.sh: PostgreSQL on 127.0.0.1:$PGPORT (log $DEV_DIR/postgres.log)"
 go build -o "$DEV_DIR/callback" .
 go build -o "$DEV_DIR/objectsource" ./objectsource
 
-"$DEV_DIR/callback" -addr 127.0.0.1:9090 -src http://127.0.0.1:9010 -db "$DB_URL" -ttl 30s &
-pids+=($!)
-"$DEV_DIR/objectsource" -addr 127.0.0.1:9010 -target http://127.0.0.1:9090/callback &
-pids+=($!)
-echo "dev.sh: service on 127.0.0.1:9090, simulator on 127.0.0.1:9010; Ctrl-C stops all"
+setsid "$DEV_DIR/objectsource" -addr 127.0.0.1:9010 -target '' &
+upstream=$!
+setsid "$DEV_DIR/callback" -addr 127.0.0.1:9090 -src http://127.0.0.1:9010 -db "$DB_URL" -ttl 30s &
+service=$!
+setsid "$DEV_DIR/objectsource" -addr '' -target http://127.0.0.1:9090/callback &
+sender=$!
+echo "dev.sh: service on 127.0.0.1:9090, upstream on 127.0.0.1:9010, sender posting; Ctrl-C stops all"
 echo "dev.sh: watch the table with: psql '$DB_URL' -c 'SELECT count(*), max(last_seen) FROM objects'"
 
-# Stop everything as soon as either program exits by itself.
-wait -n "${pids[@]}"
+# Stop everything, in order, as soon as any program exits by itself.
+wait -n "$upstream" "$service" "$sender"
