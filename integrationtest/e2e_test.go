@@ -40,9 +40,9 @@ func TestStoresExactlyTheOnlineIDs(t *testing.T) {
 		if got := slices.Sorted(maps.Keys(table)); !slices.Equal(got, want) {
 			return fmt.Errorf("ids = %v, want %v", got, want)
 		}
-		for id, seen := range table {
-			if d := seen.Sub(sent); d < -time.Second || d > time.Second {
-				return fmt.Errorf("id %d last_seen %v is %v from receipt, want within 1s", id, seen, d)
+		for id, lastSeen := range table {
+			if d := lastSeen.Sub(sent); d < -time.Second || d > time.Second {
+				return fmt.Errorf("id %d last_seen %v is %v from receipt, want within 1s", id, lastSeen, d)
 			}
 		}
 		return nil

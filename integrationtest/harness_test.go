@@ -219,9 +219,9 @@ func readTable(db *pgxpool.Pool) (map[int64]time.Time, error) {
 	}
 	got := map[int64]time.Time{}
 	var id int64
-	var seen time.Time
-	_, err = pgx.ForEachRow(rows, []any{&id, &seen}, func() error {
-		got[id] = seen
+	var lastSeen time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &lastSeen}, func() error {
+		got[id] = lastSeen
 		return nil
 	})
 	if err != nil {
@@ -325,7 +325,7 @@ func (l *ledger) check(table map[int64]time.Time, online func(int64) bool, ttl, 
 	defer l.mu.Unlock()
 	for _, id := range slices.Sorted(maps.Keys(l.newest)) {
 		r := l.newest[id]
-		seen, present := table[id]
+		lastSeen, present := table[id]
 		age := now.Sub(r.Sent)
 		if online(id) && age < ttl-time.Second && age >= grace {
 			required++
@@ -335,14 +335,14 @@ func (l *ledger) check(table map[int64]time.Time, online func(int64) bool, ttl, 
 			problems = append(problems, fmt.Sprintf("offline id %d present", id))
 		case online(id) && age < ttl-time.Second && age >= grace && !present:
 			problems = append(problems, fmt.Sprintf("lost: online id %d accepted at %v is missing", id, r.Sent.Format(time.StampMicro)))
-		case online(id) && present && (seen.Before(r.Sent.Add(-time.Second)) || seen.After(r.Sent.Add(r.Duration+time.Second))):
+		case online(id) && present && (lastSeen.Before(r.Sent.Add(-time.Second)) || lastSeen.After(r.Sent.Add(r.Duration+time.Second))):
 			problems = append(problems, fmt.Sprintf("id %d last_seen %v, want within 1s of receipt %v",
-				id, seen.Format(time.StampMicro), r.Sent.Format(time.StampMicro)))
+				id, lastSeen.Format(time.StampMicro), r.Sent.Format(time.StampMicro)))
 		}
 		checked++
 	}
-	for id, seen := range table {
-		if age := now.Sub(seen); age > ttl+2*time.Second {
+	for id, lastSeen := range table {
+		if age := now.Sub(lastSeen); age > ttl+2*time.Second {
 			problems = append(problems, fmt.Sprintf("id %d is %v old, past ttl+2s", id, age.Round(time.Millisecond)))
 		}
 	}

@@ -419,7 +419,7 @@ func TestScenarioCrash(t *testing.T) {
 			continue
 		}
 		online++
-		if seen, ok := table[id]; !ok || seen.Before(r.Sent.Add(-time.Second)) {
+		if lastSeen, ok := table[id]; !ok || lastSeen.Before(r.Sent.Add(-time.Second)) {
 			lost++
 			window = max(window, killed.Sub(r.Sent))
 		}
