@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout)
 	pipe := ingest.New(log, src, db, ingest.Options{
 		Workers:       cfg.Workers,
+		MinLookups:    cfg.MinLookups,
 		QueueSize:     cfg.QueueSize,
 		MaxWaiting:    cfg.MaxPending,
 		BatchSize:     cfg.BatchSize,

@@ -38,7 +38,8 @@ type Config struct {
 	DatabaseURL string        // PostgreSQL connection string
 	TTL         time.Duration // how long an object stays after the newest callback naming it
 
-	Workers      int           // concurrent upstream lookups
+	Workers      int           // lookup workers: the ceiling of the adaptive limit
+	MinLookups   int           // the floor of the adaptive limit
 	QueueSize    int           // callbacks buffered between handler and dispatcher
 	MaxPending   int           // distinct IDs waiting for a lookup before 503
 	FetchTimeout time.Duration // one upstream request
@@ -103,8 +104,11 @@ var settings = []setting{
 		usage: "delete objects not seen for longer than this",
 		field: func(c *Config) any { return &c.TTL }},
 	{flag: "workers", env: "WORKERS", def: ingest.DefaultWorkers, unit: "lookups",
-		usage: "concurrent upstream lookups (about workers / 2.3 s lookups per second)",
+		usage: "lookup workers: the most upstream requests in flight, ceiling of the adaptive limit",
 		field: func(c *Config) any { return &c.Workers }},
+	{flag: "min-lookups", env: "MIN_LOOKUPS", def: ingest.DefaultMinLookups, unit: "lookups",
+		usage: "floor of the adaptive limit on upstream requests in flight, and where it starts (at most -workers)",
+		field: func(c *Config) any { return &c.MinLookups }},
 	{flag: "queue-size", env: "QUEUE_SIZE", def: ingest.DefaultQueueSize, unit: "callbacks",
 		usage: "callbacks buffered between handler and dispatcher before answering 503",
 		field: func(c *Config) any { return &c.QueueSize }},

@@ -26,7 +26,8 @@ func defaults() config.Config {
 		SourceURL:     "http://localhost:9010",
 		DatabaseURL:   config.DefaultDatabaseURL,
 		TTL:           30 * time.Second,
-		Workers:       512,
+		Workers:       10_000,
+		MinLookups:    64,
 		QueueSize:     1024,
 		MaxPending:    1_000_000,
 		FetchTimeout:  6 * time.Second,
@@ -49,6 +50,7 @@ var fullEnv = map[string]string{
 	"DATABASE_URL":      "postgres://env@db/env",
 	"OBJECT_TTL":        "45s",
 	"WORKERS":           "64",
+	"MIN_LOOKUPS":       "16",
 	"QUEUE_SIZE":        "10",
 	"MAX_PENDING":       "2000",
 	"FETCH_TIMEOUT":     "2s",
@@ -70,6 +72,7 @@ func fromEnv() config.Config {
 		DatabaseURL:   "postgres://env@db/env",
 		TTL:           45 * time.Second,
 		Workers:       64,
+		MinLookups:    16,
 		QueueSize:     10,
 		MaxPending:    2000,
 		FetchTimeout:  2 * time.Second,
@@ -92,6 +95,7 @@ var allFlags = []string{
 	"-db", "postgres://flag@db/flag",
 	"-ttl", "1m",
 	"-workers", "3",
+	"-min-lookups", "2",
 	"-queue-size", "4",
 	"-max-pending", "5",
 	"-fetch-timeout", "7s",
@@ -113,6 +117,7 @@ func fromFlags() config.Config {
 		DatabaseURL:   "postgres://flag@db/flag",
 		TTL:           time.Minute,
 		Workers:       3,
+		MinLookups:    2,
 		QueueSize:     4,
 		MaxPending:    5,
 		FetchTimeout:  7 * time.Second,
@@ -332,7 +337,7 @@ func TestLoadHelpShowsEnvDefaults(t *testing.T) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
 	}
-	if no := "(default 512)"; strings.Contains(out.String(), no) {
+	if no := "(default 10000)"; strings.Contains(out.String(), no) {
 		t.Errorf("usage shows %q although WORKERS=77:\n%s", no, out.String())
 	}
 }

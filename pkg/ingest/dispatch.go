@@ -7,20 +7,33 @@ import (
 
 // dispatch feeds workers from the coalescer until intake is closed and all
 // work is done, or until ctx is cancelled. It owns the coalescer and closes
-// jobs when it returns, which tells the workers to stop.
+// jobs when it returns, which tells the workers to stop. It hands out a job
+// only with a permit from the limiter, which the worker returns after its
+// first request; so the limit, not the size of the pool, decides how many
+// lookups run.
 func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-chan outcome) {
 	defer close(jobs)
 	c := newCoalescer()
 	receipts := (<-chan receipt)(p.receipts)
 	tick := time.NewTicker(p.opt.StatsInterval)
 	defer tick.Stop()
-	var last Stats
+	var (
+		last    Stats
+		permit  bool            // a permit taken for next, not yet handed over
+		freedUp <-chan struct{} // closed when a permit may be free again
+	)
 
 	for receipts != nil || !c.idle() {
-		// A nil channel never sends, so the send case is off while nothing waits.
+		// A nil channel never sends or receives, so the send case is off
+		// while nothing waits or no permit is free, and the freedUp case is
+		// off unless a job waits for a permit.
 		var out chan<- job
+		freedUp = nil
 		next, ok := c.next()
-		if ok {
+		if ok && !permit {
+			permit, freedUp = p.lim.tryAcquire()
+		}
+		if ok && permit {
 			out = jobs
 		}
 		select {
@@ -36,6 +49,8 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			// If ctx was cancelled meanwhile, the worker counts the job as
 			// abandoned without starting it (see process).
 			c.start()
+			permit = false // the worker owns it now
+		case <-freedUp:
 		case o := <-outcomes:
 			c.finish(o)
 		case <-tick.C:
@@ -44,6 +59,9 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 				p.logStats(ctx, len(c.waiting), len(c.flying))
 			}
 		case <-ctx.Done():
+			if permit {
+				p.lim.release(cancelled, 0)
+			}
 			p.abandon(ctx, c, outcomes)
 			return
 		}

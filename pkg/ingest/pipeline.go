@@ -73,7 +73,8 @@ func (refusal) Temporary() bool { return true }
 
 // The defaults of Options. The service's flags use them too.
 const (
-	DefaultWorkers           = 512
+	DefaultWorkers           = 10_000
+	DefaultMinLookups        = 64
 	DefaultQueueSize         = 1024
 	DefaultMaxWaiting        = 1_000_000
 	DefaultBatchSize         = 1000
@@ -88,9 +89,17 @@ const (
 
 // Options tunes a Pipeline. A zero or negative field takes its Default.
 type Options struct {
-	Workers    int // concurrent lookups
+	// Workers is the size of the fixed pool of lookup workers, and so the
+	// ceiling of the adaptive limit on upstream requests in flight.
+	Workers int
+	// MinLookups is the floor of that limit, where it starts and which no
+	// overload pushes it below.
+	MinLookups int
 	QueueSize  int // callbacks buffered before Enqueue says ErrFull
 	MaxWaiting int // distinct IDs waiting for a worker before Enqueue says ErrFull
+
+	// NowFunc is the limiter's clock; tests replace it. Nil means time.Now.
+	NowFunc func() time.Time
 
 	BatchSize     int           // rows per upsert
 	FlushInterval time.Duration // longest wait of a partial batch
@@ -123,6 +132,10 @@ func (o *Options) setDefaults() {
 		}
 	}
 	def(&o.Workers, DefaultWorkers)
+	def(&o.MinLookups, DefaultMinLookups)
+	if o.NowFunc == nil {
+		o.NowFunc = time.Now
+	}
 	def(&o.QueueSize, DefaultQueueSize)
 	def(&o.MaxWaiting, DefaultMaxWaiting)
 	def(&o.BatchSize, DefaultBatchSize)
@@ -153,6 +166,7 @@ type Pipeline struct {
 	closed   bool
 	receipts chan receipt // created and closed by the Pipeline; read by the dispatcher
 
+	lim      *limiter     // how many upstream requests may be in flight
 	nWaiting atomic.Int64 // len(coalescer.waiting), published by the dispatcher for Enqueue
 	behind   atomic.Bool  // the writer holds rows a failed write could not store
 	stats    counters
@@ -170,6 +184,7 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 		up:       u,
 		opt:      opt,
 		receipts: make(chan receipt, opt.QueueSize),
+		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.NowFunc),
 	}
 }
 
@@ -284,8 +299,10 @@ func (p *Pipeline) Stats() Stats {
 
 func (p *Pipeline) logStats(ctx context.Context, waiting, inFlight int) {
 	s := p.Stats()
+	limit, requests := p.lim.snapshot()
 	p.log.InfoContext(ctx, "pipeline stats",
 		"accepted", s.Accepted, "waiting", waiting, "in_flight", inFlight,
+		"requests", requests, "limit", limit,
 		"lookups", s.Lookups, "online", s.Online, "written", s.Written,
 		"retries", s.Retries, "rejected", s.Rejected, "gave_up", s.GaveUp,
 		"write_errors", s.WriteErrs, "panics", s.Panics, "abandoned", s.Abandoned)

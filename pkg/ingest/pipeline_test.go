@@ -57,6 +57,7 @@ type statusError struct {
 
 func (e *statusError) Error() string             { return fmt.Sprintf("upstream status %d", e.code) }
 func (e *statusError) Permanent() bool           { return e.code == 404 }
+func (e *statusError) Overloaded() bool          { return e.code == 429 || e.code == 503 }
 func (e *statusError) RetryAfter() time.Duration { return e.retryAfter }
 
 // fakeUpserter records what was written, like the table would hold it.

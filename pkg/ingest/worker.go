@@ -9,10 +9,13 @@ import (
 )
 
 // process looks one job up, retrying as needed, and sends an online object to
-// the writer as a sighting. A panic (a bug in a Fetcher, say) is recovered here and the job
-// is handed back for another try, so a crashing lookup loses no ID.
+// the writer as a sighting. It holds the permit the dispatcher took for the
+// first request. A panic (a bug in a Source, say) is recovered here and the
+// job is handed back for another try, so a crashing lookup loses no ID.
 func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- Sighting) (o outcome) {
 	o.id = j.id
+	pm := &permit{lim: p.lim, held: true}
+	defer pm.release(cancelled, 0) // a permit no request used says nothing about the upstream
 	defer func() {
 		r := recover()
 		if r == nil {
@@ -44,7 +47,7 @@ func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- Sighting
 		p.log.DebugContext(ctx, "lookup skipped: receipt older than ttl", "object_id", j.id, "received", j.received)
 		return o
 	}
-	online, ok := p.lookup(ctx, j)
+	online, ok := p.lookup(ctx, j, pm)
 	if !ok {
 		return o
 	}
@@ -60,11 +63,18 @@ func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- Sighting
 }
 
 // lookup asks the source about j.id until it answers, refuses the ID for
-// good, the receipt outlives the TTL, or ctx is cancelled. It counts and logs
-// every way of failing, so callers only need ok.
-func (p *Pipeline) lookup(ctx context.Context, j job) (online, ok bool) {
+// good, the receipt outlives the TTL, or ctx is cancelled. Each request runs
+// under a permit: pm's for the first, a new one for each retry, so a lookup
+// that backs off holds none while it waits. It counts and logs every way of
+// failing, so callers only need ok.
+func (p *Pipeline) lookup(ctx context.Context, j job, pm *permit) (online, ok bool) {
 	for attempt := 1; ; attempt++ {
+		if !pm.held && pm.acquire(ctx) != nil {
+			p.stats.abandoned.Add(1)
+			return false, false
+		}
 		online, err := p.src.Online(ctx, j.id)
+		pm.release(classify(err))
 		if err == nil {
 			return online, true
 		}
@@ -141,5 +151,25 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// permit is a worker's hold on one of the limiter's permits.
+type permit struct {
+	lim  *limiter
+	held bool
+}
+
+func (pm *permit) acquire(ctx context.Context) error {
+	err := pm.lim.acquire(ctx)
+	pm.held = err == nil
+	return err
+}
+
+// release gives the permit back, if held, with what its request said.
+func (pm *permit) release(s signal, retryAfter time.Duration) {
+	if pm.held {
+		pm.held = false
+		pm.lim.release(s, retryAfter)
 	}
 }

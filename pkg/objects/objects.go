@@ -42,6 +42,13 @@ func (e *StatusError) Permanent() bool {
 	return e.Code < 500 && e.Code != http.StatusTooManyRequests && e.Code != http.StatusRequestTimeout
 }
 
+// Overloaded reports whether the answer says the upstream is over its
+// capacity: 429 (too many requests) or 503 (unavailable). The caller's
+// concurrency limit backs off on it.
+func (e *StatusError) Overloaded() bool {
+	return e.Code == http.StatusTooManyRequests || e.Code == http.StatusServiceUnavailable
+}
+
 // RetryAfter is the delay the upstream asked for with Retry-After, or 0.
 func (e *StatusError) RetryAfter() time.Duration { return e.retryAfter }
 
@@ -64,23 +71,30 @@ type Client struct {
 }
 
 // New returns a client for the service at baseURL (e.g. http://localhost:9010).
-// conns is the number of goroutines that will call Fetch at once: the
-// transport keeps that many idle connections, because Go's default of two per
-// host would close and reopen sockets for nearly every lookup. timeout bounds
-// one request, headers and body included.
+// conns is the most requests that will be in flight at once (the caller's
+// concurrency ceiling): HTTP/1.1 needs a connection per request in flight,
+// so the transport may open and keep that many, because Go's default of two
+// idle per host would close and reopen sockets for nearly every lookup.
+// timeout bounds one request, headers and body included.
 func New(baseURL string, conns int, timeout time.Duration) *Client {
 	tr := &http.Transport{
 		Proxy: nil, // the upstream is a sibling service; never route it through a proxy
 		DialContext: (&net.Dialer{
-			Timeout:   5 * time.Second,
+			Timeout:   2 * time.Second, // a refused or unreachable upstream shows fast
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
+		MaxConnsPerHost:     conns,
 		MaxIdleConns:        conns,
 		MaxIdleConnsPerHost: conns,
 		IdleConnTimeout:     90 * time.Second,
 		// The upstream sleeps before it answers, so headers may take the whole
 		// request timeout; the client's Timeout bounds the rest.
 		ResponseHeaderTimeout: timeout,
+		// An answer is ~100 bytes with its headers and a request less: the
+		// default 4 KiB buffers per connection would be most of the memory
+		// a lookup in flight costs, at thousands of connections.
+		ReadBufferSize:  1 << 10,
+		WriteBufferSize: 1 << 10,
 	}
 	return &Client{
 		base:    strings.TrimRight(baseURL, "/"),

@@ -1,0 +1,214 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// limiter bounds the upstream requests in flight by a limit that adapts,
+// between a floor and a ceiling, to what the upstream can take. It is the
+// one place that decides how many lookups may run at once: the dispatcher
+// takes a permit before it hands a job to a worker, and a worker takes one
+// again before each retry.
+//
+// The algorithm is loss-based AIMD with windows, as in TCP and Netflix's
+// AIMDLimit, not delay-based like Vegas or Gradient2: the upstream's answer
+// time is uniform over 0.3 to 4.3 s by design, so a slow answer says nothing
+// about queueing there, and a delay-based limit would shrink on noise. What
+// does say "too much" is the upstream itself: 429 or 503, a refused
+// connection, or most requests of a window timing out. Everything else that
+// fails (a 500, a reset, the odd hang) is flakiness: the lookup is retried,
+// but the limit does not move.
+//
+// Every window (half a second by default) the limiter looks back:
+//
+//   - overloaded: the limit drops to 90 % of itself, or to the fewest
+//     requests that were in flight when an overload answer came back, if
+//     fewer; that count is at least what the upstream was serving then, so it
+//     estimates the upstream's capacity even when quickly failing retries
+//     outnumber the successes. A Retry-After holds growth until it passes.
+//   - lookups waited for a permit and nothing was overloaded: the limit grows,
+//     doubling while no overload has ever been seen (slow start), by a
+//     quarter while it is below 80 % of the limit at the last drop, and by
+//     5 % near or above it, so it finds a capped upstream's capacity with few
+//     refused requests and still climbs when the upstream grows.
+//   - otherwise the limit was not the bottleneck and stays where it is.
+type limiter struct {
+	floor, ceiling float64
+	window         time.Duration
+	now            func() time.Time
+
+	mu       sync.Mutex
+	limit    float64
+	inFlight int
+	wake     chan struct{} // closed and replaced whenever a permit frees up or the limit grows
+
+	// The current window, and what the next decision needs.
+	start           time.Time
+	samples         int
+	overloads       int
+	minAtOverload   int // fewest in flight when an overload answer came back; 0: none
+	timeouts        int
+	saturated       bool      // a lookup waited for a permit
+	lastDrop        float64   // the limit before the last decrease; 0: never decreased
+	holdUntil       time.Time // no growth before this (Retry-After)
+	drops, increase int       // decisions so far, for the stats line
+}
+
+// signal is what one upstream request says about the upstream's load.
+type signal int
+
+const (
+	answered   signal = iota // an answer, good or bad, that says nothing about load
+	overloaded               // 429, 503 or a refused connection: the upstream is over its capacity
+	timedOut                 // no answer in time: overload if most requests of a window see it
+	cancelled                // our own cancellation: no sample
+)
+
+// classify reads a lookup's error as a load signal (see Source).
+func classify(err error) (signal, time.Duration) {
+	var (
+		ov interface{ Overloaded() bool }
+		ra interface{ RetryAfter() time.Duration }
+		to interface{ Timeout() bool }
+	)
+	var retryAfter time.Duration
+	if errors.As(err, &ra) {
+		retryAfter = ra.RetryAfter()
+	}
+	switch {
+	case err == nil:
+		return answered, 0
+	case errors.Is(err, context.Canceled):
+		return cancelled, 0
+	case errors.As(err, &ov) && ov.Overloaded(), errors.Is(err, syscall.ECONNREFUSED):
+		return overloaded, retryAfter
+	case errors.As(err, &to) && to.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return timedOut, 0
+	}
+	return answered, 0
+}
+
+// The limiter's defaults; Options holds the floor and the ceiling.
+const (
+	limitWindow        = 500 * time.Millisecond
+	timeoutOverloadPct = 50 // a window in which at least this share of requests timed out is overloaded
+	minTimeoutSamples  = 10 // ...given at least this many requests, so a lone hang is never overload
+)
+
+func newLimiter(floor, ceiling int, now func() time.Time) *limiter {
+	floor = max(1, min(floor, ceiling))
+	return &limiter{
+		floor: float64(floor), ceiling: float64(ceiling), window: limitWindow, now: now,
+		limit: float64(floor), wake: make(chan struct{}), start: now(),
+	}
+}
+
+// tryAcquire takes a permit if one is free. If none is, it returns a channel
+// that is closed once one may be: the dispatcher waits on it beside its
+// other work.
+func (l *limiter) tryAcquire() (bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.tick()
+	if l.inFlight < int(l.limit) {
+		l.inFlight++
+		return true, nil
+	}
+	l.saturated = true
+	return false, l.wake
+}
+
+// acquire waits for a permit until ctx is done.
+func (l *limiter) acquire(ctx context.Context) error {
+	for {
+		ok, wake := l.tryAcquire()
+		if ok {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// release returns a permit with what its request said about the upstream.
+func (l *limiter) release(s signal, retryAfter time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch s {
+	case overloaded:
+		l.overloads++
+		if l.minAtOverload == 0 || l.inFlight < l.minAtOverload {
+			l.minAtOverload = l.inFlight
+		}
+		if until := l.now().Add(retryAfter); until.After(l.holdUntil) {
+			l.holdUntil = until
+		}
+		l.samples++
+	case timedOut:
+		l.timeouts++
+		l.samples++
+	case answered:
+		l.samples++
+	}
+	l.inFlight--
+	l.tick()
+	l.wakeAll()
+}
+
+func (l *limiter) wakeAll() {
+	close(l.wake)
+	l.wake = make(chan struct{})
+}
+
+// tick ends the current window if it is over and adapts the limit. l.mu is held.
+func (l *limiter) tick() {
+	now := l.now()
+	if now.Sub(l.start) < l.window {
+		return
+	}
+	overload := l.overloads > 0 ||
+		(l.samples >= minTimeoutSamples && l.timeouts*100 >= l.samples*timeoutOverloadPct)
+	old := l.limit
+	switch {
+	case overload:
+		next := l.limit * 0.9
+		if l.minAtOverload > 0 {
+			next = min(next, float64(l.minAtOverload))
+		}
+		l.lastDrop = l.limit
+		l.limit = max(l.floor, next)
+		l.drops++
+	case l.saturated && !now.Before(l.holdUntil):
+		switch {
+		case l.lastDrop == 0:
+			l.limit *= 2
+		case l.limit < 0.8*l.lastDrop:
+			l.limit *= 1.25
+		default:
+			l.limit *= 1.05
+		}
+		l.limit = min(l.ceiling, math.Ceil(l.limit))
+		l.increase++
+	}
+	l.start, l.samples, l.overloads, l.minAtOverload, l.timeouts, l.saturated = now, 0, 0, 0, 0, false
+	if l.limit > old {
+		l.wakeAll()
+	}
+}
+
+// snapshot returns the limit and the requests in flight now, ending the
+// window first if it is over.
+func (l *limiter) snapshot() (limit, inFlight int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.tick()
+	return int(l.limit), l.inFlight
+}
