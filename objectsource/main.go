@@ -4,6 +4,11 @@
 //
 //	go run ./objectsource                      # like the customer's program
 //	go run ./objectsource -addr '' -rate 200 -senders 4 -duration 1m -log-level warn
+//	go run ./objectsource -addr '' -interval 0 -senders 64 -min-ids 200 -max-ids 200 \
+//	    -duration 20s -log-level warn             # closed loop at saturation
+//	go run ./objectsource -capacity 400 -target ''  # an upstream that refuses beyond 400
+//	go run ./objectsource -addr '' -target '' -baseline-addr 127.0.0.1:9091
+//	                                           # baselines: POST /read and /decode
 //
 // It stops on SIGINT or SIGTERM (a second one kills it at once), after -duration, or, when
 // it does not serve, once -max-sends posts are done, and prints a summary line to stdout.
@@ -47,6 +52,7 @@ var errUsage = errors.New("bad command line")
 // options holds the parsed command line.
 type options struct {
 	addr     string
+	baseline string // address of the baseline handlers, or empty
 	duration time.Duration
 	logLevel slog.Level
 	upstream sim.Upstream // only the configuration fields are set
@@ -66,8 +72,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.upstream.MinLatency, "min-latency", 300*time.Millisecond, "shortest delay before an object answer")
 	fs.DurationVar(&o.upstream.MaxLatency, "max-latency", 4300*time.Millisecond, "longest delay before an object answer (uniform in between)")
 	fs.Float64Var(&o.upstream.ErrorRate, "error-rate", 0, "`fraction` of object lookups answered 500, 0 to 1")
+	fs.IntVar(&o.upstream.Capacity, "capacity", 0, "most lookups served at once; beyond it answer 503 at once (0: no cap)")
+	fs.StringVar(&o.baseline, "baseline-addr", "", "listen `address` for the intake baselines: POST /read reads the body, /decode also decodes it with encoding/json; both answer 202")
+	fs.Float64Var(&o.sender.FreshRate, "fresh-rate", 0, "new distinct IDs per second: the ID range slides forward at this rate (0: fixed range)")
 	fs.StringVar(&o.sender.Target, "target", "http://localhost:9090/callback", "callback `URL` to post to; empty disables sending")
-	fs.DurationVar(&o.sender.Interval, "interval", 5*time.Second, "delay after each answer before a sender's next post (fixed delay)")
+	fs.DurationVar(&o.sender.Interval, "interval", 5*time.Second, "delay after each answer before a sender's next post (fixed delay); 0 is a closed loop at full speed")
 	fs.DurationVar(&o.sender.InitialDelay, "initial-delay", 5*time.Second, "delay before the first post")
 	fs.DurationVar(&o.sender.Timeout, "timeout", time.Second, "client timeout per post; a slower answer is a missed callback")
 	fs.IntVar(&o.sender.Senders, "senders", 1, "concurrent senders, each posting on its own")
@@ -90,8 +99,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
-	if o.addr == "" && o.sender.Target == "" {
-		errs = append(errs, errors.New("-addr and -target are both empty: nothing to do"))
+	if o.addr == "" && o.sender.Target == "" && o.baseline == "" {
+		errs = append(errs, errors.New("-addr, -target and -baseline-addr are all empty: nothing to do"))
+	}
+	if o.upstream.Capacity < 0 || !(o.sender.FreshRate >= 0) {
+		errs = append(errs, errors.New("-capacity and -fresh-rate must be >= 0"))
 	}
 	u, s := &o.upstream, &o.sender
 	if u.MinLatency < 0 || u.MaxLatency < u.MinLatency {
@@ -157,7 +169,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", o.addr, err)
 		}
-		up = &sim.Upstream{MinLatency: o.upstream.MinLatency, MaxLatency: o.upstream.MaxLatency, ErrorRate: o.upstream.ErrorRate}
+		up = &sim.Upstream{MinLatency: o.upstream.MinLatency, MaxLatency: o.upstream.MaxLatency,
+			ErrorRate: o.upstream.ErrorRate, Capacity: o.upstream.Capacity}
 		srv = &http.Server{
 			Handler:           up,
 			ReadHeaderTimeout: 5 * time.Second,
@@ -169,7 +182,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		serveErr = make(chan error, 1)
 		go func() { serveErr <- srv.Serve(ln) }()
 		log.Info("serving objects", "addr", ln.Addr().String(),
-			"min_latency", up.MinLatency, "max_latency", up.MaxLatency, "error_rate", up.ErrorRate)
+			"min_latency", up.MinLatency, "max_latency", up.MaxLatency, "error_rate", up.ErrorRate,
+			"capacity", up.Capacity)
+	}
+	if o.baseline != "" {
+		ln, err := net.Listen("tcp", o.baseline)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", o.baseline, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("POST /read", sim.ReadOnly)
+		mux.Handle("POST /decode", sim.ReadDecode)
+		base := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+		baseErr := make(chan error, 1)
+		go func() { baseErr <- base.Serve(ln) }()
+		defer func() {
+			base.Close() // the baselines hold nothing worth draining
+			<-baseErr
+		}()
+		log.Info("serving baselines", "addr", ln.Addr().String())
 	}
 
 	type sendOutcome struct {
@@ -240,7 +271,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		line = append(line, sum.String())
 	}
 	if up != nil {
-		line = append(line, fmt.Sprintf("lookups=%d lookup_errors=%d", up.Requests(), up.Errors()))
+		line = append(line, fmt.Sprintf("lookups=%d lookup_errors=%d lookups_refused=%d max_in_flight=%d",
+			up.Requests(), up.Errors(), up.Refused(), up.MaxInFlight()))
 	}
 	fmt.Fprintln(stdout, strings.Join(line, " "))
 	return errors.Join(errs...)

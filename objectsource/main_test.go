@@ -51,7 +51,7 @@ func TestRunDuration(t *testing.T) {
 	if posts.Load() == 0 {
 		t.Errorf("server got no posts")
 	}
-	if got := stdout.String(); !strings.HasPrefix(got, "sent=") || !strings.HasSuffix(got, " lookups=0 lookup_errors=0\n") {
+	if got := stdout.String(); !strings.HasPrefix(got, "sent=") || !strings.HasSuffix(got, " lookups=0 lookup_errors=0 lookups_refused=0 max_in_flight=0\n") {
 		t.Errorf("stdout = %q, want the sender's and the server's totals", got)
 	}
 }

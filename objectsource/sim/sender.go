@@ -57,6 +57,12 @@ type Sender struct {
 	// IDBase is added to every drawn ID, e.g. to keep test runs on disjoint IDs.
 	IDBase int64
 
+	// FreshRate, if positive, slides the range of IDs forward by FreshRate IDs per second
+	// since Run started, so that about FreshRate new distinct IDs a second appear (with
+	// IDRange small enough that each ID is named only a few times): a load of new objects
+	// rather than of the same ones again.
+	FreshRate float64
+
 	// Timeout bounds each post until the response headers arrive; a slower answer is an
 	// error, which for the customer means a missed callback. Zero means 1s, like the
 	// customer. It applies to a caller's Client too.
@@ -85,14 +91,18 @@ type Sender struct {
 
 // SendResult is the outcome of one post.
 type SendResult struct {
-	Sender     int           // which sender posted, 0 to Senders-1
-	IDs        []int64       // the body's object_ids in order, possibly empty; read only
-	Sent       time.Time     // when the post started
-	Duration   time.Duration // from Sent until the response headers or the error
-	Status     int           // the answer's HTTP status, or 0 when Err is set
-	RetryAfter string        // the answer's Retry-After header, if any
-	Reused     bool          // whether the post went over a reused keep-alive connection
-	Err        error         // transport error or timeout: no answer at all
+	Sender   int           // which sender posted, 0 to Senders-1
+	IDs      []int64       // the body's object_ids in order, possibly empty; read only
+	Sent     time.Time     // when the post started
+	Duration time.Duration // from Sent until the response headers or the error
+	// Latency is Duration measured from when the post was due rather than when it
+	// started: the same in closed loop, longer in open loop when the sender fell behind
+	// (a slow service must not hide its queueing by slowing the load down).
+	Latency    time.Duration
+	Status     int    // the answer's HTTP status, or 0 when Err is set
+	RetryAfter string // the answer's Retry-After header, if any
+	Reused     bool   // whether the post went over a reused keep-alive connection
+	Err        error  // transport error or timeout: no answer at all
 }
 
 // Run posts until ctx is done or MaxSends posts have started. Then it waits for the posts
@@ -108,21 +118,25 @@ func (s *Sender) Run(ctx context.Context) (Summary, error) {
 		defer r.client.CloseIdleConnections()
 	}
 	var wg sync.WaitGroup
+	r.started = time.Now()
 	for i := range r.Senders {
 		wg.Go(func() { r.loop(ctx, i) })
 	}
 	wg.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.tally.summary(), nil
+	sum := r.tally.summary()
+	sum.Elapsed = time.Since(r.started)
+	return sum, nil
 }
 
 // runner is one Run's state: a copy of the Sender with defaults applied.
 type runner struct {
 	Sender
-	client *http.Client
-	log    *slog.Logger
-	period time.Duration // between a sender's posts with Rate, else Interval; for staggering
+	client  *http.Client
+	log     *slog.Logger
+	period  time.Duration // between a sender's posts with Rate, else Interval; for staggering
+	started time.Time
 
 	claimed atomic.Int64  // posts started or about to be, against MaxSends
 	full    chan struct{} // closed when MaxSends posts are claimed; nil without MaxSends
@@ -238,7 +252,7 @@ func (r *runner) loop(ctx context.Context, sender int) {
 		return
 	}
 	for r.claim() {
-		r.send(ctx, sender)
+		r.send(ctx, sender, time.Now())
 		if !r.wait(ctx, r.Interval) {
 			return
 		}
@@ -246,14 +260,18 @@ func (r *runner) loop(ctx context.Context, sender int) {
 }
 
 // openLoop posts every r.period without waiting for answers; posts still in flight when
-// it stops are waited for before it returns.
+// it stops are waited for before it returns. Each post's latency counts from the moment
+// it was due, on the schedule, not from when a busy machine got round to it.
 func (r *runner) openLoop(ctx context.Context, sender int) {
 	tick := time.NewTicker(r.period)
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	due := time.Now()
 	for r.claim() {
-		wg.Go(func() { r.send(ctx, sender) })
+		thisDue := due
+		wg.Go(func() { r.send(ctx, sender, thisDue) })
+		due = due.Add(r.period)
 		select {
 		case <-ctx.Done():
 			return
@@ -302,14 +320,22 @@ func (r *runner) wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// send makes one post and reports it to the log, the tally and OnSendFunc.
-func (r *runner) send(ctx context.Context, sender int) {
+// send makes one post, due at due, and reports it to the log, the tally and OnSendFunc.
+func (r *runner) send(ctx context.Context, sender int, due time.Time) {
 	ids := make([]int64, r.MinIDs+rand.IntN(r.MaxIDs-r.MinIDs+1)) // never nil: [] not null
+	base := r.IDBase
+	if r.FreshRate > 0 {
+		base += int64(time.Since(r.started).Seconds() * r.FreshRate)
+	}
 	for i := range ids {
-		ids[i] = r.IDBase + rand.Int64N(r.IDRange)
+		ids[i] = base + rand.Int64N(r.IDRange)
 	}
 	res := r.post(ctx, ids)
 	res.Sender = sender
+	res.Latency = res.Sent.Sub(due) + res.Duration
+	if res.Sent.IsZero() { // not sent: the body could not be built
+		res.Latency = res.Duration
+	}
 
 	switch {
 	case res.Err != nil:

@@ -107,9 +107,12 @@ func TestSenderPosts(t *testing.T) {
 			}
 		}
 	}
-	want := Summary{Sent: 30, OK: 30, IDs: ids}
-	if got := (Summary{Sent: sum.Sent, OK: sum.OK, Non2xx: sum.Non2xx, Errors: sum.Errors, IDs: sum.IDs}); got != want {
-		t.Errorf("summary = %+v, want %+v", got, want)
+	want := [5]int{30, 30, 0, 0, ids} // sent, ok, non-2xx, errors, ids
+	if got := [5]int{sum.Sent, sum.OK, sum.Non2xx, sum.Errors, sum.IDs}; got != want {
+		t.Errorf("sent, ok, non-2xx, errors, ids = %v, want %v", got, want)
+	}
+	if got := sum.ByStatus[http.StatusAccepted]; got != 30 {
+		t.Errorf("ByStatus[202] = %d, want 30", got)
 	}
 	if sum.Max <= 0 || sum.P50 > sum.P99 || sum.P99 > sum.Max {
 		t.Errorf("latencies p50=%v p99=%v max=%v, want 0 < p50 <= p99 <= max", sum.P50, sum.P99, sum.Max)

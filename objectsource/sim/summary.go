@@ -1,9 +1,17 @@
 package sim
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"math"
 	"math/bits"
+	"net"
+	"slices"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -15,16 +23,57 @@ type Summary struct {
 	Errors int // not answered: transport errors and timeouts
 	IDs    int // object IDs in all bodies, repeats included
 
-	// P50, P99 and Max are post latencies, errors included (a timeout counts as Timeout).
-	// The percentiles are accurate to about 1.6%; Max is exact.
-	P50, P99, Max time.Duration
+	// ByStatus counts the answers by HTTP status; ByError counts the posts with no
+	// answer by kind: timeout, refused, reset, eof or other.
+	ByStatus map[int]int
+	ByError  map[string]int
+
+	// Elapsed is the time Run took, so Sent/Elapsed is the request rate.
+	Elapsed time.Duration
+
+	// P50 to P999 and Max are post latencies (SendResult.Latency), errors included (a
+	// timeout counts as Timeout). The percentiles come from a log-linear histogram and
+	// are accurate to about 1.6%; Max is exact.
+	P50, P90, P99, P999, Max time.Duration
 }
 
-// String formats s as one logfmt line, e.g.
-// "sent=12 ok=12 non_2xx=0 errors=0 ids=1187 p50=1.2ms p99=3.4ms max=3.4ms".
+// RPS is the request rate: posts per second of Elapsed.
+func (s Summary) RPS() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Sent) / s.Elapsed.Seconds()
+}
+
+// String formats s as one logfmt line, e.g. "sent=12 ok=12 non_2xx=0 errors=0 ids=1187
+// rps=2.4 p50=1.2ms p90=2ms p99=3.4ms p99.9=3.4ms max=3.4ms status_202=12".
 func (s Summary) String() string {
-	return fmt.Sprintf("sent=%d ok=%d non_2xx=%d errors=%d ids=%d p50=%s p99=%s max=%s",
-		s.Sent, s.OK, s.Non2xx, s.Errors, s.IDs, round(s.P50), round(s.P99), round(s.Max))
+	var b strings.Builder
+	fmt.Fprintf(&b, "sent=%d ok=%d non_2xx=%d errors=%d ids=%d rps=%.1f p50=%s p90=%s p99=%s p99.9=%s max=%s",
+		s.Sent, s.OK, s.Non2xx, s.Errors, s.IDs, s.RPS(), round(s.P50), round(s.P90), round(s.P99), round(s.P999), round(s.Max))
+	for _, code := range slices.Sorted(maps.Keys(s.ByStatus)) {
+		fmt.Fprintf(&b, " status_%d=%d", code, s.ByStatus[code])
+	}
+	for _, kind := range slices.Sorted(maps.Keys(s.ByError)) {
+		fmt.Fprintf(&b, " error_%s=%d", kind, s.ByError[kind])
+	}
+	return b.String()
+}
+
+// errorKind names what went wrong with a post that got no answer.
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	}
+	return "other"
 }
 
 // round keeps about four significant digits, enough for a summary line.
@@ -48,18 +97,31 @@ func (t *tally) add(res SendResult) {
 	switch {
 	case res.Err != nil:
 		t.sum.Errors++
+		if t.sum.ByError == nil {
+			t.sum.ByError = map[string]int{}
+		}
+		t.sum.ByError[errorKind(res.Err)]++
 	case res.Status/100 == 2:
 		t.sum.OK++
 	default:
 		t.sum.Non2xx++
 	}
-	t.lat.add(res.Duration)
+	if res.Err == nil {
+		if t.sum.ByStatus == nil {
+			t.sum.ByStatus = map[int]int{}
+		}
+		t.sum.ByStatus[res.Status]++
+	}
+	t.lat.add(cmp.Or(res.Latency, res.Duration))
 }
 
 func (t *tally) summary() Summary {
 	s := t.sum
+	s.ByStatus, s.ByError = maps.Clone(s.ByStatus), maps.Clone(s.ByError)
 	s.P50 = t.lat.quantile(0.50)
+	s.P90 = t.lat.quantile(0.90)
 	s.P99 = t.lat.quantile(0.99)
+	s.P999 = t.lat.quantile(0.999)
 	s.Max = t.lat.max
 	return s
 }

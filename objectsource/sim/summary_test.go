@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -31,7 +32,7 @@ func TestHistogramBuckets(t *testing.T) {
 func TestTallySummary(t *testing.T) {
 	t.Parallel()
 	var tl tally
-	if got := tl.summary(); got != (Summary{}) {
+	if got := tl.summary(); !reflect.DeepEqual(got, Summary{}) {
 		t.Errorf("empty summary = %+v, want zero", got)
 	}
 	for ms := 1; ms <= 1000; ms++ {
@@ -58,7 +59,7 @@ func TestTallySummary(t *testing.T) {
 	if got.Max != time.Second {
 		t.Errorf("max = %v, want 1s", got.Max)
 	}
-	if s, want := got.String(), "sent=1000 ok=800 non_2xx=100 errors=100 ids=2000 p50="; len(s) < len(want) || s[:len(want)] != want {
+	if s, want := got.String(), "sent=1000 ok=800 non_2xx=100 errors=100 ids=2000 rps=0.0 p50="; len(s) < len(want) || s[:len(want)] != want {
 		t.Errorf("String() = %q, want prefix %q", s, want)
 	}
 }

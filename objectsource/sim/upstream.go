@@ -33,8 +33,13 @@ type Upstream struct {
 	// OnlineFunc decides the online field. Nil means the customer's rule: id is even.
 	OnlineFunc func(id int64) bool
 
+	// Capacity, if positive, is the most requests served at once: a request beyond it
+	// is answered 503 at once, as an upstream with a concurrency limit of its own does.
+	Capacity int
+
 	requests    atomic.Int64
 	errors      atomic.Int64
+	refused     atomic.Int64
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
 
@@ -58,6 +63,11 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.requests.Add(1)
 	n := u.inFlight.Add(1)
 	defer u.inFlight.Add(-1)
+	if u.Capacity > 0 && n > int64(u.Capacity) {
+		u.refused.Add(1)
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{"over capacity"})
+		return
+	}
 	for m := u.maxInFlight.Load(); n > m && !u.maxInFlight.CompareAndSwap(m, n); {
 		m = u.maxInFlight.Load()
 	}
@@ -105,6 +115,12 @@ func (u *Upstream) Requests() int64 { return u.requests.Load() }
 // Errors reports how many 500s u has answered because of ErrorRate.
 func (u *Upstream) Errors() int64 { return u.errors.Load() }
 
+// Refused reports how many requests u has answered 503 because of Capacity.
+func (u *Upstream) Refused() int64 { return u.refused.Load() }
+
+// InFlight reports the requests u is serving now.
+func (u *Upstream) InFlight() int64 { return u.inFlight.Load() }
+
 // Lookups reports how many requests u has received for id, answered or not.
 func (u *Upstream) Lookups(id int64) int64 {
 	u.mu.Lock()
@@ -112,8 +128,9 @@ func (u *Upstream) Lookups(id int64) int64 {
 	return u.lookups[id]
 }
 
-// MaxInFlight reports the most requests u has served at the same time, which bounds
-// from below the concurrency of the client under test.
+// MaxInFlight reports the most requests u has served at the same time (not counting
+// those refused beyond Capacity), which bounds from below the concurrency of the client
+// under test.
 func (u *Upstream) MaxInFlight() int64 { return u.maxInFlight.Load() }
 
 func (u *Upstream) latency() time.Duration {

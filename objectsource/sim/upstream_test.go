@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -196,4 +197,33 @@ func TestUpstreamMaxInFlight(t *testing.T) {
 			t.Errorf("in flight after the delay = %d, want 0", got)
 		}
 	})
+}
+
+// TestUpstreamCapacity: beyond Capacity requests in flight, the answer is 503 at once.
+func TestUpstreamCapacity(t *testing.T) {
+	u := &Upstream{MinLatency: 300 * time.Millisecond, Capacity: 2}
+	srv := httptest.NewServer(u)
+	t.Cleanup(srv.Close)
+	codes := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			resp, err := srv.Client().Get(srv.URL + "/objects/" + strconv.Itoa(i))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	got := map[int]int{}
+	for range 3 {
+		got[<-codes]++
+	}
+	if got[200] != 2 || got[503] != 1 {
+		t.Errorf("answers = %v, want two 200 and one 503", got)
+	}
+	if u.Refused() != 1 {
+		t.Errorf("Refused = %d, want 1", u.Refused())
+	}
 }
