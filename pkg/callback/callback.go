@@ -129,10 +129,11 @@ func badRequest(msg string, cause error) error {
 	return &httpError{status: http.StatusBadRequest, msg: msg, log: "bad callback", level: slog.LevelDebug, err: cause}
 }
 
-// decode reads one JSON object with an "object_ids" array of integers.
-// Unknown keys are ignored so that senders may add fields. Its errors are
-// *httpError, each with the answer it calls for.
-func decode(r io.Reader) ([]int64, error) {
+// decodeJSON reads one JSON object with an "object_ids" array of integers
+// with encoding/json: the reference for what a body means, and the path for
+// every body the fast path (parsePlain) does not take. Unknown keys are
+// ignored so that senders may add fields.
+func decodeJSON(r io.Reader) ([]int64, error) {
 	var req struct {
 		ObjectIDs *[]objectID `json:"object_ids"`
 	}

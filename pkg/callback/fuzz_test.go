@@ -273,3 +273,40 @@ func FuzzHandler(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeMatchesJSON is the differential check of the fast path: for any
+// body, decode (fast path or not) and decodeJSON (encoding/json alone) give
+// the same IDs, or the same error, status and message.
+func FuzzDecodeMatchesJSON(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{
+		`{"object_ids":[-0,0,-9223372036854775808,9223372036854775807]}`,
+		`{"object_ids":[9223372036854775808]}`, `{"object_ids":[-9223372036854775809]}`,
+		`{"object_ids":[18446744073709551616]}`, `{"object_ids":[01]}`, `{"object_ids":[1.0]}`,
+		`{"object_ids":[1e2]}`, `{"object_ids":[1,]}`, `{"object_ids":[,1]}`, `{"object_ids":[-]}`,
+		`{"object_ids":[1 2]}`, `{"object_ids":[1]} x`, `{"object_ids":[1]}{}`, `{"object_ids":[1]`,
+		`{"object_ids" :[ 1 ,2 ]}`, "\t{\r\n\"object_ids\":[]}\n", `{"object_ids":null}`,
+		`{"object_ids":[1],"object_ids":[2]}`, `{"object_idſ":[1]}`, `{"Object_ids":[1]}`,
+		`{"object_\u0069ds":[1]}`, `{"object_ids":[1]}` + "\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, gotErr := decode(bytes.NewReader(body))
+		want, wantErr := decodeJSON(bytes.NewReader(body))
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("body %q: decode error %v, encoding/json error %v", body, gotErr, wantErr)
+		}
+		if gotErr != nil {
+			if gotErr.Error() != wantErr.Error() {
+				t.Fatalf("body %q: decode error %q, encoding/json error %q", body, gotErr, wantErr)
+			}
+			return
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("body %q: decode = %v, encoding/json = %v", body, got, want)
+		}
+	})
+}
