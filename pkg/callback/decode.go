@@ -140,7 +140,7 @@ func parseInt(b []byte, i int) (int64, int, bool) {
 	}
 	switch {
 	case i == start, // no digits
-		b[start] == '0' && i-start > 1, // a leading zero
+		b[start] == '0' && i-start > 1,                            // a leading zero
 		i < len(b) && (b[i] == '.' || b[i] == 'e' || b[i] == 'E'): // a fraction or exponent
 		return 0, i, false
 	case neg && u <= 1<<63:
