@@ -90,6 +90,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		FlushInterval: cfg.FlushInterval,
 		DBTimeout:     cfg.DBTimeout,
 		TTL:           cfg.TTL,
+		StatsInterval: cfg.StatsInterval,
 	})
 	sweeper := expiry.New(log, db, expiry.Options{
 		TTL:      cfg.TTL,

@@ -52,9 +52,10 @@ type Config struct {
 	SweepInterval time.Duration // time between sweeps
 	SweepBatch    int           // rows per delete statement
 
-	DrainTimeout time.Duration // bound of the shutdown drain
-	IdleTimeout  time.Duration // how long a kept-alive connection may idle
-	LogLevel     slog.Level
+	DrainTimeout  time.Duration // bound of the shutdown drain
+	IdleTimeout   time.Duration // how long a kept-alive connection may idle
+	StatsInterval time.Duration // how often the pipeline stats line is logged
+	LogLevel      slog.Level
 }
 
 // setting is one row of the table. field binds it to its Config field, whose
@@ -142,6 +143,9 @@ var settings = []setting{
 	{flag: "idle-timeout", env: "IDLE_TIMEOUT", def: 120 * time.Second, unit: "duration",
 		usage: "how long an idle keep-alive connection stays open (keep it far above the senders' 5 s)",
 		field: func(c *Config) any { return &c.IdleTimeout }},
+	{flag: "stats-interval", env: "STATS_INTERVAL", def: ingest.DefaultStatsInterval, unit: "duration",
+		usage: "how often the pipeline stats line is logged, when anything happened",
+		field: func(c *Config) any { return &c.StatsInterval }},
 	{flag: "log-level", env: "LOG_LEVEL", def: slog.LevelInfo, unit: "level",
 		usage: "log level: debug, info, warn or error",
 		field: func(c *Config) any { return &c.LogLevel }},

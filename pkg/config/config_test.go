@@ -39,6 +39,7 @@ func defaults() config.Config {
 		SweepBatch:    5000,
 		DrainTimeout:  30 * time.Second,
 		IdleTimeout:   120 * time.Second,
+		StatsInterval: 10 * time.Second,
 		LogLevel:      slog.LevelInfo,
 	}
 }
@@ -62,6 +63,7 @@ var fullEnv = map[string]string{
 	"SWEEP_BATCH":       "100",
 	"DRAIN_TIMEOUT":     "1m",
 	"IDLE_TIMEOUT":      "90s",
+	"STATS_INTERVAL":    "5s",
 	"LOG_LEVEL":         "debug",
 }
 
@@ -84,6 +86,7 @@ func fromEnv() config.Config {
 		SweepBatch:    100,
 		DrainTimeout:  time.Minute,
 		IdleTimeout:   90 * time.Second,
+		StatsInterval: 5 * time.Second,
 		LogLevel:      slog.LevelDebug,
 	}
 }
@@ -107,6 +110,7 @@ var allFlags = []string{
 	"-sweep-batch", "11",
 	"-drain-timeout", "12s",
 	"-idle-timeout", "13s",
+	"-stats-interval", "14s",
 	"-log-level", "error",
 }
 
@@ -129,6 +133,7 @@ func fromFlags() config.Config {
 		SweepBatch:    11,
 		DrainTimeout:  12 * time.Second,
 		IdleTimeout:   13 * time.Second,
+		StatsInterval: 14 * time.Second,
 		LogLevel:      slog.LevelError,
 	}
 }

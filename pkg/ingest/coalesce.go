@@ -16,39 +16,51 @@ type outcome struct {
 	received time.Time
 }
 
-// coalescer is the dispatcher's bookkeeping. Each ID is in at most one of
-// waiting or flying, so the memory it holds is bounded by the number of
-// distinct IDs, however many callbacks repeat them.
+// coalescer is the dispatcher's bookkeeping: one entry per distinct ID that
+// waits for a worker or is being looked up, so the memory it holds is bounded
+// by the number of distinct IDs, however many callbacks repeat them. At
+// saturation it sees millions of IDs a second on one goroutine, so add costs
+// one map lookup and times are kept as Unix nanoseconds.
 type coalescer struct {
-	waiting map[int64]time.Time // not yet handed to a worker → newest receipt
-	order   []int64             // keys of waiting, oldest first, so no ID starves
-	// flying holds IDs a worker is looking up → the newest receipt that
-	// arrived since the lookup started, or the zero time if none did. A
-	// non-zero value earns exactly one follow-up lookup when the flight ends,
-	// because the object may have changed since the in-flight lookup began.
-	flying map[int64]time.Time
+	ids      map[int64]entry
+	order    []int64 // the waiting IDs, oldest first, so no ID starves
+	nWaiting int     // entries not flying
+	nFollow  int     // flying entries with a follow-up owed
+}
+
+// entry is one ID's state. While it waits, received is its newest receipt.
+// While it flies, received is the newest receipt that arrived since the
+// lookup started, or 0 if none did: a non-zero value earns exactly one
+// follow-up lookup when the flight ends, because the object may have changed
+// since the in-flight lookup began.
+type entry struct {
+	received int64 // Unix nanoseconds
+	flying   bool
 }
 
 func newCoalescer() *coalescer {
-	return &coalescer{waiting: map[int64]time.Time{}, flying: map[int64]time.Time{}}
+	return &coalescer{ids: map[int64]entry{}}
 }
 
 // add records that id was named by a callback received at received.
 func (c *coalescer) add(id int64, received time.Time) {
-	if f, ok := c.flying[id]; ok {
-		if received.After(f) {
-			c.flying[id] = received
+	c.addNanos(id, received.UnixNano())
+}
+
+func (c *coalescer) addNanos(id, received int64) {
+	e, ok := c.ids[id]
+	switch {
+	case !ok:
+		c.ids[id] = entry{received: received}
+		c.order = append(c.order, id)
+		c.nWaiting++
+	case received > e.received:
+		if e.flying && e.received == 0 {
+			c.nFollow++
 		}
-		return
+		e.received = received
+		c.ids[id] = e
 	}
-	if w, ok := c.waiting[id]; ok {
-		if received.After(w) {
-			c.waiting[id] = received
-		}
-		return
-	}
-	c.waiting[id] = received
-	c.order = append(c.order, id)
 }
 
 // next returns the oldest waiting job without removing it.
@@ -57,7 +69,7 @@ func (c *coalescer) next() (job, bool) {
 		return job{}, false
 	}
 	id := c.order[0]
-	return job{id: id, received: c.waiting[id]}, true
+	return job{id: id, received: time.Unix(0, c.ids[id].received)}, true
 }
 
 // start moves the job that next returned from waiting to flying.
@@ -67,32 +79,33 @@ func (c *coalescer) start() {
 	if len(c.order) == 0 {
 		c.order = nil // let the drained backing array go
 	}
-	delete(c.waiting, id)
-	c.flying[id] = time.Time{}
+	c.ids[id] = entry{flying: true}
+	c.nWaiting--
 }
 
 // finish ends a flight and queues its follow-up or retry, if any.
 func (c *coalescer) finish(o outcome) {
-	followUp := c.flying[o.id]
-	delete(c.flying, o.id)
+	e := c.ids[o.id]
+	delete(c.ids, o.id)
+	if e.received != 0 {
+		c.nFollow--
+	}
 	if o.requeue {
 		c.add(o.id, o.received)
 	}
-	if !followUp.IsZero() {
-		c.add(o.id, followUp)
+	if e.received != 0 {
+		c.addNanos(o.id, e.received)
 	}
 }
+
+// waiting is the number of IDs waiting for a worker.
+func (c *coalescer) waiting() int { return c.nWaiting }
+
+// flying is the number of IDs being looked up.
+func (c *coalescer) flying() int { return len(c.ids) - c.nWaiting }
 
 // idle reports whether nothing waits and nothing is in flight.
-func (c *coalescer) idle() bool { return len(c.waiting) == 0 && len(c.flying) == 0 }
+func (c *coalescer) idle() bool { return len(c.ids) == 0 }
 
 // owed counts the lookups not yet started: waiting IDs and follow-ups.
-func (c *coalescer) owed() int {
-	n := len(c.waiting)
-	for _, f := range c.flying {
-		if !f.IsZero() {
-			n++
-		}
-	}
-	return n
-}
+func (c *coalescer) owed() int { return c.nWaiting + c.nFollow }

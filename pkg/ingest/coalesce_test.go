@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -13,7 +14,7 @@ func TestCoalescer(t *testing.T) {
 	for _, id := range []int64{5, 5, 7, 5} { // one body with duplicates
 		c.add(id, t0)
 	}
-	if got, want := len(c.waiting), 2; got != want {
+	if got, want := c.waiting(), 2; got != want {
 		t.Fatalf("waiting = %d, want %d", got, want)
 	}
 	c.add(5, t2) // a newer callback keeps the newest time...
@@ -23,7 +24,7 @@ func TestCoalescer(t *testing.T) {
 		t.Fatalf("next = %+v, %v; want id 5 received %v", j, ok, t2)
 	}
 	c.start()
-	if _, waiting := c.waiting[5]; waiting {
+	if _, waiting := waitingAt(c, 5); waiting {
 		t.Fatal("5 still waiting after start")
 	}
 
@@ -31,14 +32,14 @@ func TestCoalescer(t *testing.T) {
 	c.add(5, t1)
 	c.add(5, t2)
 	c.add(5, t0)
-	if got, want := len(c.waiting), 1; got != want { // only 7
+	if got, want := c.waiting(), 1; got != want { // only 7
 		t.Fatalf("waiting = %d, want %d", got, want)
 	}
 	if got, want := c.owed(), 2; got != want { // 7 and the follow-up of 5
 		t.Fatalf("owed = %d, want %d", got, want)
 	}
 	c.finish(outcome{id: 5})
-	if got := c.waiting[5]; !got.Equal(t2) {
+	if got, _ := waitingAt(c, 5); !got.Equal(t2) {
 		t.Fatalf("follow-up received = %v, want %v", got, t2)
 	}
 
@@ -54,16 +55,25 @@ func TestCoalescer(t *testing.T) {
 	}
 	c.finish(outcome{id: 5}) // no arrivals during this flight: no further lookup
 	if !c.idle() {
-		t.Fatalf("not idle: waiting %v flying %v", c.waiting, c.flying)
+		t.Fatalf("not idle: %v", c.ids)
 	}
 
 	// A requeued outcome (a panicking worker) comes back with its own time.
 	c.add(9, t0)
 	c.start()
 	c.finish(outcome{id: 9, requeue: true, received: t0})
-	if got := c.waiting[9]; !got.Equal(t0) {
+	if got, _ := waitingAt(c, 9); !got.Equal(t0) {
 		t.Fatalf("requeued received = %v, want %v", got, t0)
 	}
+}
+
+// waitingAt returns the receipt time of id if it waits for a worker.
+func waitingAt(c *coalescer, id int64) (time.Time, bool) {
+	e, ok := c.ids[id]
+	if !ok || e.flying {
+		return time.Time{}, false
+	}
+	return time.Unix(0, e.received), true
 }
 
 func TestBackoff(t *testing.T) {
@@ -85,5 +95,45 @@ func TestBackoff(t *testing.T) {
 				t.Fatalf("backoff(attempt %d) = %v, want in [%v, %v]", tt.attempt, got, tt.min, tt.max)
 			}
 		}
+	}
+}
+
+// BenchmarkCoalescer feeds the dispatcher's bookkeeping 200-ID bodies of the
+// customer's range (0..99, so most IDs repeat) and of a wide range (every ID
+// new), starting and finishing a lookup for every ID that waits, as the
+// dispatcher does at saturation. It reports the cost per ID received.
+func BenchmarkCoalescer(b *testing.B) {
+	for _, tt := range []struct {
+		name  string
+		idMax int64
+	}{{"customer-range", 100}, {"wide-range", 1 << 40}} {
+		b.Run(tt.name, func(b *testing.B) {
+			bodies := make([][]int64, 64)
+			for i := range bodies {
+				bodies[i] = make([]int64, 200)
+				for j := range bodies[i] {
+					bodies[i][j] = rand.Int64N(tt.idMax)
+				}
+			}
+			c := newCoalescer()
+			now := time.Now()
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				for _, id := range bodies[n%len(bodies)] {
+					c.add(id, now)
+				}
+				n++
+				for {
+					j, ok := c.next()
+					if !ok {
+						break
+					}
+					c.start()
+					c.finish(outcome{id: j.id})
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*200), "ns/id")
+		})
 	}
 }

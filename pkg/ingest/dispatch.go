@@ -56,7 +56,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 		case <-tick.C:
 			if s := p.Stats(); s != last {
 				last = s
-				p.logStats(ctx, len(c.waiting), len(c.flying))
+				p.logStats(ctx, c.waiting(), c.flying())
 			}
 		case <-ctx.Done():
 			if permit {
@@ -65,7 +65,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			p.abandon(ctx, c, outcomes)
 			return
 		}
-		p.nWaiting.Store(int64(len(c.waiting)))
+		p.nWaiting.Store(int64(c.waiting()))
 	}
 }
 
@@ -88,9 +88,10 @@ func (p *Pipeline) abandon(ctx context.Context, c *coalescer, outcomes <-chan ou
 	}
 	p.stats.abandoned.Add(int64(n))
 	p.log.WarnContext(ctx, "drain cut short, abandoning queued ids",
-		"count", n, "in_flight", len(c.flying), "err", context.Cause(ctx))
-	for len(c.flying) > 0 {
-		delete(c.flying, (<-outcomes).id)
+		"count", n, "in_flight", c.flying(), "err", context.Cause(ctx))
+	for c.flying() > 0 {
+		o := <-outcomes
+		delete(c.ids, o.id) // a flying entry: waiting ones are counted above and dropped with c
 	}
 }
 

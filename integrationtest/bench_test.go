@@ -1,0 +1,304 @@
+//go:build bench
+
+// The scenarios of the benchmark report (BENCHMARKS.md). They are not part of
+// the test suite: they take minutes, load both cores and assert only what is
+// not a timing (every online ID stored, zero errors). Run them with
+//
+//	scripts/bench.sh
+//
+// which also runs the Go benchmarks. Each scenario logs BENCH lines with its
+// figures and writes its charts to docs/bench/.
+package integrationtest
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"callback/objectsource/sim"
+	"callback/pkg/pgtest"
+)
+
+const chartDir = "../docs/bench"
+
+// TestBenchIntake: at saturation (64 keep-alive senders, 200-ID bodies, closed
+// loop) the service's request rate beside the two baselines (read the body;
+// read and decode it with encoding/json), alternating in one run.
+func TestBenchIntake(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4300 * time.Millisecond}
+	svc := startService(t, buildFast(t), dbURL, upstream(t, up))
+	read := httptest.NewServer(sim.ReadOnly)
+	t.Cleanup(read.Close)
+	decode := httptest.NewServer(sim.ReadDecode)
+	t.Cleanup(decode.Close)
+	targets := []struct{ name, url string }{
+		{"service", svc.URL + "/callback"}, {"read+decode", decode.URL}, {"read-only", read.URL},
+	}
+	const rounds, each = 3, 8 * time.Second
+	rps := map[string][]float64{}
+	var lat []string
+	for round := range rounds {
+		for _, tg := range targets {
+			ctx, cancel := context.WithTimeout(t.Context(), each)
+			sum := <-runSender(t, ctx, &sim.Sender{
+				Target: tg.url, Senders: 64, Interval: -1, MinIDs: 200, MaxIDs: 200, IDRange: 100, Timeout: 5 * time.Second,
+			})
+			cancel()
+			if sum.Errors > 0 || sum.Non2xx > 0 {
+				t.Errorf("%s round %d: %d errors, %d non-2xx: %v", tg.name, round, sum.Errors, sum.Non2xx, sum)
+			}
+			rps[tg.name] = append(rps[tg.name], sum.RPS())
+			t.Logf("BENCH intake round=%d target=%s %v", round, tg.name, sum)
+			if round == rounds-1 {
+				lat = append(lat, fmt.Sprintf("%s p50=%v p90=%v p99=%v p99.9=%v", tg.name, sum.P50, sum.P90, sum.P99, sum.P999))
+			}
+		}
+	}
+	med := func(name string) float64 { return median(rps[name]) }
+	t.Logf("BENCH intake median req/s: service %.0f, read+decode %.0f, read-only %.0f; service/read+decode %.2f×, service/read-only %.2f×",
+		med("service"), med("read+decode"), med("read-only"),
+		med("service")/med("read+decode"), med("service")/med("read-only"))
+	for _, l := range lat {
+		t.Logf("BENCH intake latency (last round) %s", l)
+	}
+	var bars []bar
+	for _, tg := range targets {
+		bars = append(bars, bar{tg.name, med(tg.name)})
+	}
+	writeChart(t, "intake.svg", barChart("Intake at saturation, median req/s of 3 rounds (64 senders, 200-ID bodies)", bars))
+}
+
+// TestBenchFreshIDs: about 4,000 new distinct IDs a second for 30 s against
+// an upstream of 0.3-4 s. Every online ID must be stored with its newest
+// receipt; the figures are RSS, CPU per lookup, receipt-to-row latency, and
+// the limit and requests in flight over time.
+func TestBenchFreshIDs(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4 * time.Second}
+	svc := startService(t, buildFast(t), dbURL, upstream(t, up), "-stats-interval", "1s")
+	db := connect(t, dbURL)
+	pid := svc.cmd.Process.Pid
+	cpu0 := cpuTime(t, pid)
+	rss := sampleRSS(t, pid, time.Second)
+	rows := watchRows(t, db, 500*time.Millisecond)
+
+	l := newLedger()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	// 40 posts/s of 200 IDs from a window of 4,000 IDs sliding at 4,000/s:
+	// each ID is new for about a second and named about twice.
+	sum := <-runSender(t, ctx, &sim.Sender{
+		Target: svc.URL + "/callback", Senders: 4, Rate: 10, MinIDs: 200, MaxIDs: 200,
+		IDRange: 4000, FreshRate: 4000, Timeout: 5 * time.Second, OnSendFunc: l.record,
+	})
+	requireAllAccepted(t, l)
+	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
+	firstSeen := rows()
+	cpu := cpuTime(t, pid) - cpu0
+	curve := rss()
+	lookups := up.Requests()
+
+	distinct := len(l.named())
+	t.Logf("BENCH fresh %v", sum)
+	t.Logf("BENCH fresh distinct_ids=%d (%.0f/s) online_checked=%d lookups=%d lookups_per_id=%.2f peak_rss_mib=%d cpu=%v cpu_per_lookup=%v max_upstream_in_flight=%d",
+		distinct, float64(distinct)/30, checked, lookups, float64(lookups)/float64(distinct), peakRSS(t, pid),
+		cpu.Round(time.Millisecond), (cpu / time.Duration(max(lookups, 1))).Round(time.Microsecond), up.MaxInFlight())
+	t.Logf("BENCH fresh receipt_to_row (0.5 s polling) %s", rowLatency(l, firstSeen))
+	series := statsSeries(svc.logs.String())
+	writeChart(t, "fresh-limit.svg", lineChart("4,000 new IDs/s: upstream requests in flight and the limit, per second",
+		[]line{{"requests", series["requests"]}, {"limit", series["limit"]}, {"waiting", series["waiting"]}}))
+	writeChart(t, "fresh-rss.svg", lineChart("4,000 new IDs/s: service RSS (MiB), per second", []line{{"rss", ints(curve)}}))
+}
+
+// TestBenchCappedUpstream: an upstream that serves at most 400 requests at
+// once and answers 503 beyond; a burst of 3,000 distinct IDs.
+func TestBenchCappedUpstream(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4 * time.Second, Capacity: 400}
+	svc := startService(t, buildFast(t), dbURL, upstream(t, up), "-stats-interval", "1s")
+	db := connect(t, dbURL)
+	l := newLedger()
+	start := time.Now()
+	sum := <-runSender(t, t.Context(), &sim.Sender{
+		Target: svc.URL + "/callback", Senders: 15, Interval: time.Hour, MaxSends: 15,
+		MinIDs: 200, MaxIDs: 200, IDRange: 3000, Timeout: 5 * time.Second, OnSendFunc: l.record,
+	})
+	requireAllAccepted(t, l)
+	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
+	took := time.Since(start)
+	refused, requests := up.Refused(), up.Requests()
+	t.Logf("BENCH capped %v", sum)
+	t.Logf("BENCH capped distinct_ids=%d online_checked=%d stored_after=%v requests=%d refused=%d (%.1f %%) max_upstream_in_flight=%d",
+		len(l.named()), checked, took.Round(100*time.Millisecond), requests, refused,
+		100*float64(refused)/float64(max(requests, 1)), up.MaxInFlight())
+	series := statsSeries(svc.logs.String())
+	writeChart(t, "capped-limit.svg", lineChart("Upstream capped at 400: requests in flight and the limit, per second",
+		[]line{{"requests", series["requests"]}, {"limit", series["limit"]}}))
+}
+
+// TestBenchFlatOut: 50 senders posting as fast as they are answered over
+// 10,000 distinct IDs, upstream 2-4 s, TTL 30 s. Every accepted online ID
+// must be stored once the load stops, and RSS must stay flat.
+func TestBenchFlatOut(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := &sim.Upstream{MinLatency: 2 * time.Second, MaxLatency: 4 * time.Second}
+	svc := startService(t, buildFast(t), dbURL, upstream(t, up), "-stats-interval", "1s")
+	db := connect(t, dbURL)
+	rss := sampleRSS(t, svc.cmd.Process.Pid, time.Second)
+	l := newLedger()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	sum := <-runSender(t, ctx, &sim.Sender{
+		Target: svc.URL + "/callback", Senders: 50, Interval: -1, IDRange: 10_000, Timeout: 5 * time.Second, OnSendFunc: l.record,
+	})
+	stopped := time.Now()
+	requireAllAccepted(t, l)
+	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
+	curve := rss()
+	t.Logf("BENCH flatout %v", sum)
+	t.Logf("BENCH flatout online_checked=%d all_stored_after_stop=%v lookups=%d rss_mib=%v",
+		checked, time.Since(stopped).Round(100*time.Millisecond), up.Requests(), curve)
+	writeChart(t, "flatout-rss.svg", lineChart("50 senders flat out on 10,000 IDs: service RSS (MiB), per second", []line{{"rss", ints(curve)}}))
+}
+
+// cpuTime is the user+system CPU time pid has used.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// peakRSS is the most resident memory pid has had, in MiB.
+func peakRSS(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`VmHWM:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no VmHWM")
+	}
+	kb, _ := strconv.Atoi(string(m[1]))
+	return kb / 1024
+}
+
+// watchRows polls the table every interval and records when each (id,
+// last_seen) first appeared, until the returned function is called.
+func watchRows(t *testing.T, db *pgxpool.Pool, interval time.Duration) func() map[int64]map[time.Time]time.Time {
+	t.Helper()
+	seen := map[int64]map[time.Time]time.Time{}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			if table, err := readTable(db); err == nil {
+				now := time.Now()
+				for id, ls := range table {
+					if seen[id] == nil {
+						seen[id] = map[time.Time]time.Time{}
+					}
+					if _, ok := seen[id][ls]; !ok {
+						seen[id][ls] = now
+					}
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() map[int64]map[time.Time]time.Time {
+		close(stop)
+		<-done
+		return seen
+	}
+}
+
+// rowLatency summarises, over every online ID's newest receipt, the time from
+// the receipt until the row carried it.
+func rowLatency(l *ledger, seen map[int64]map[time.Time]time.Time) string {
+	var ds []time.Duration
+	for id, r := range l.newestSends() {
+		if !even(id) {
+			continue
+		}
+		for ls, at := range seen[id] {
+			if ls.Sub(r.Sent).Abs() <= time.Second {
+				ds = append(ds, at.Sub(r.Sent))
+			}
+		}
+	}
+	if len(ds) == 0 {
+		return "no samples"
+	}
+	slices.Sort(ds)
+	q := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1))].Round(10 * time.Millisecond) }
+	return fmt.Sprintf("n=%d p50=%v p90=%v p99=%v max=%v", len(ds), q(0.5), q(0.9), q(0.99), ds[len(ds)-1].Round(10*time.Millisecond))
+}
+
+// statsSeries reads the service's per-second stats lines into series by key.
+func statsSeries(logs string) map[string][]float64 {
+	out := map[string][]float64{}
+	re := regexp.MustCompile(`"(waiting|requests|limit)":(\d+)`)
+	for ln := range strings.Lines(logs) {
+		if !strings.Contains(ln, `"msg":"pipeline stats"`) {
+			continue
+		}
+		for _, m := range re.FindAllStringSubmatch(ln, -1) {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			out[m[1]] = append(out[m[1]], v)
+		}
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func ints(v []int) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+func writeChart(t *testing.T, name, svg string) {
+	t.Helper()
+	if err := os.MkdirAll(chartDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(chartDir, name), []byte(svg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Reproduces the figures of BENCHMARKS.md on this machine, in about 5 minutes:
+# the Go benchmarks (decoder, handler, coalescer, writer against CopyFrom, the
+# sweep over 1M stale rows) and the load scenarios of integrationtest/bench_test.go
+# (intake against the baselines, 4,000 new IDs/s, a capped upstream, 50 senders
+# flat out). Charts go to docs/bench/, the raw output to $OUT (default /tmp/bench).
+#
+#   scripts/bench.sh
+#
+# Needs Go and PostgreSQL's server binaries, like the tests. Run it on an idle
+# machine: the load tool, the service and PostgreSQL share its cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/go/bin:$PATH"
+OUT=${OUT:-/tmp/bench}
+mkdir -p "$OUT"
+
+echo "--- go benchmarks (-benchmem, 3 runs each)"
+go test -run '^$' -bench 'Decode|Handler' -benchmem -count 3 ./pkg/callback | tee "$OUT/callback.txt"
+go test -run '^$' -bench 'Coalescer' -benchmem -count 3 ./pkg/ingest | tee "$OUT/ingest.txt"
+go test -run '^$' -bench 'Upsert|CopyFrom|Sweep' -benchmem -count 1 -timeout 10m ./pkg/store | tee "$OUT/store.txt"
+
+echo "--- load scenarios"
+go test -tags bench -run '^TestBench' -count 1 -v -timeout 15m ./integrationtest 2>&1 | tee "$OUT/scenarios.txt" | grep -E 'BENCH|^(---|ok|FAIL)'
+echo "--- raw output in $OUT, charts in docs/bench/"
