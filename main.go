@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -123,6 +124,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// admin: pprof on a listener of its own, off by default, so profiling
+	// is never exposed where callbacks arrive.
+	var admin lifecycle.Part
+	if cfg.AdminAddr != "" {
+		if admin, err = adminServer(cfg.AdminAddr, log); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 
 	// Start in dependency order; parts stops them in reverse. Each part
 	// runs until parts.Stop (or Abandon) ends it, never on ctx alone, so
@@ -152,7 +162,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	}})
-	log.Info("listening", "addr", ln.Addr().String())
+	if admin.Run != nil {
+		parts.Start(ctx, admin)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", cfg.AdminAddr)
 
 	select {
 	case <-ctx.Done():
@@ -202,6 +215,34 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline) {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// adminServer listens on addr and returns the part that serves
+// net/http/pprof there, and nothing else.
+func adminServer(addr string, log *slog.Logger) (lifecycle.Part, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return lifecycle.Part{}, fmt.Errorf("listen admin: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 2 * time.Second,
+		// A CPU profile or trace streams for as long as it was asked for.
+		WriteTimeout: 2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return lifecycle.Part{Name: "admin", Drain: srv.Shutdown, Run: func(context.Context) error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}}, nil
 }
 
 // ensureSchema applies init.sql, retrying until the database answers, and

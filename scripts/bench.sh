@@ -18,7 +18,8 @@ mkdir -p "$OUT"
 echo "--- go benchmarks (-benchmem, 3 runs each)"
 go test -run '^$' -bench 'Decode|Handler' -benchmem -count 3 ./pkg/callback | tee "$OUT/callback.txt"
 go test -run '^$' -bench 'Coalescer' -benchmem -count 3 ./pkg/ingest | tee "$OUT/ingest.txt"
-go test -run '^$' -bench 'Upsert|CopyFrom|Sweep' -benchmem -count 1 -timeout 10m ./pkg/store | tee "$OUT/store.txt"
+go test -run '^$' -bench 'Upsert|CopyFrom' -benchmem -benchtime 3s -count 3 ./pkg/store | tee "$OUT/store.txt"
+go test -run '^$' -bench 'Sweep' -benchtime 1x -count 3 ./pkg/store | tee -a "$OUT/store.txt"
 
 echo "--- load scenarios"
 go test -tags bench -run '^TestBench' -count 1 -v -timeout 15m ./integrationtest 2>&1 | tee "$OUT/scenarios.txt" | grep -E 'BENCH|^(---|ok|FAIL)'

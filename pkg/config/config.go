@@ -34,6 +34,7 @@ const DefaultDatabaseURL = "postgres://callback:callback@localhost:5432/callback
 // field's flag, environment variable, default and unit.
 type Config struct {
 	Addr        string        // listen address
+	AdminAddr   string        // listen address of the admin (pprof) listener; empty: none
 	SourceURL   string        // base URL of the object service
 	DatabaseURL string        // PostgreSQL connection string
 	TTL         time.Duration // how long an object stays after the newest callback naming it
@@ -80,6 +81,18 @@ var settings = []setting{
 		check: func(c *Config) error {
 			if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 				return fmt.Errorf("addr %q: %w", c.Addr, err)
+			}
+			return nil
+		}},
+	{flag: "admin-addr", env: "ADMIN_ADDR", def: "", unit: "host:port",
+		usage: "listen address for net/http/pprof, never on the public listener; empty: off",
+		field: func(c *Config) any { return &c.AdminAddr },
+		check: func(c *Config) error {
+			if c.AdminAddr == "" {
+				return nil
+			}
+			if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+				return fmt.Errorf("admin-addr %q: %w", c.AdminAddr, err)
 			}
 			return nil
 		}},
@@ -204,7 +217,7 @@ func usage(fs *flag.FlagSet) {
 	fmt.Fprintln(w, "environment, which beats .env, which beats the default.")
 	fmt.Fprintln(w)
 	for _, s := range settings {
-		fmt.Fprintf(w, "  -%s %s\t%s (env %s) (default %s)\n", s.flag, s.unit, s.usage, s.env, fs.Lookup(s.flag).Value)
+		fmt.Fprintf(w, "  -%s %s\t%s (env %s) (default %s)\n", s.flag, s.unit, s.usage, s.env, orNone(fs.Lookup(s.flag).Value.String()))
 	}
 	_ = w.Flush() // nowhere to report a failed write of the usage
 }
@@ -246,9 +259,17 @@ func MarkdownTable() string {
 		var c Config
 		v := value{p: s.field(&c)}
 		_ = v.Set(fmt.Sprint(s.def)) // checked by Load
-		fmt.Fprintf(&b, "| `-%s` | `%s` | `%s` | %s | %s |\n", s.flag, s.env, v.String(), s.unit, s.usage)
+		fmt.Fprintf(&b, "| `-%s` | `%s` | %s | %s | %s |\n", s.flag, s.env, orNone("`"+v.String()+"`"), s.unit, s.usage)
 	}
 	return b.String()
+}
+
+// orNone shows an empty default as "none".
+func orNone(s string) string {
+	if s == "" || s == "``" {
+		return "none"
+	}
+	return s
 }
 
 // value is a flag.Value over one Config field.

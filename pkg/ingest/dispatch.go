@@ -42,8 +42,9 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 				receipts = nil // closed by Close: finish what is here
 				continue
 			}
+			at := r.received.UnixNano()
 			for _, id := range r.ids {
-				c.add(id, r.received)
+				c.addNanos(id, at)
 			}
 		case out <- next:
 			// If ctx was cancelled meanwhile, the worker counts the job as

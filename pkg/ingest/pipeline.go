@@ -191,9 +191,12 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 // Enqueue hands the IDs of a callback received at received to the pipeline
 // without blocking. It returns ErrFull when the buffer or the set of waiting
 // IDs is full, and ErrClosed after Close, so the handler can answer 503
-// instead of holding the request. Enqueue keeps ids; the caller must not
-// change it afterwards.
+// instead of holding the request. Enqueue takes ids over: it drops repeats
+// in place (see dedupe) and keeps the slice, so the caller must not use it
+// afterwards.
 func (p *Pipeline) Enqueue(ids []int64, received time.Time) error {
+	n := len(ids)
+	ids = dedupe(ids)
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -207,7 +210,7 @@ func (p *Pipeline) Enqueue(ids []int64, received time.Time) error {
 	}
 	select {
 	case p.receipts <- receipt{ids: ids, received: received}:
-		p.stats.accepted.Add(int64(len(ids)))
+		p.stats.accepted.Add(int64(n))
 		return nil
 	default:
 		return ErrFull
