@@ -502,3 +502,79 @@ func TestFetchConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The client pools its own connections; these cover what http.Transport
+// used to: a connection the server closed while idle is retried on a new
+// one, chunked bodies are read, and Connection: close is honoured.
+func TestPoolServerClosesIdleConnections(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewUnstartedServer(answer(200, `{"id":1,"online":true}`))
+	srv.Config.IdleTimeout = 20 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := objects.New(srv.URL, 4, 5*time.Second)
+	for i := range 5 {
+		if _, err := c.Fetch(t.Context(), 1); err != nil {
+			t.Fatalf("fetch %d after the server closed the idle connection: %v", i, err)
+		}
+		time.Sleep(50 * time.Millisecond) // longer than the server's idle timeout
+	}
+}
+
+func TestPoolChunkedAndClose(t *testing.T) {
+	tests := []struct {
+		name      string
+		handler   http.HandlerFunc
+		wantConns int
+	}{
+		{name: "chunked", wantConns: 1, handler: func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, `{"id":1,`)
+			w.(http.Flusher).Flush() // forces chunked encoding
+			_, _ = io.WriteString(w, `"online":true}`)
+		}},
+		{name: "connection-close", wantConns: 3, handler: func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Connection", "close")
+			_, _ = io.WriteString(w, `{"id":1,"online":true}`)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var conns atomic.Int64
+			srv := httptest.NewUnstartedServer(tt.handler)
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			srv.Start()
+			t.Cleanup(srv.Close)
+			c := objects.New(srv.URL, 4, 5*time.Second)
+			for range 3 {
+				got, err := c.Fetch(t.Context(), 1)
+				if err != nil || got != (objects.Object{ID: 1, Online: true}) {
+					t.Fatalf("Fetch = %+v, %v; want object 1 online", got, err)
+				}
+			}
+			if got := conns.Load(); got != int64(tt.wantConns) {
+				t.Errorf("connections = %d, want %d", got, tt.wantConns)
+			}
+		})
+	}
+}
+
+// A base URL with a path prefix keeps it.
+func TestPoolBasePath(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/objects/7" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, `{"id":7,"online":false}`)
+	})
+	c := objects.New(srv.URL+"/api/v1/", 1, 5*time.Second)
+	if got, err := c.Fetch(t.Context(), 7); err != nil || got != (objects.Object{ID: 7}) {
+		t.Errorf("Fetch = %+v, %v; want object 7 offline", got, err)
+	}
+}
