@@ -59,7 +59,7 @@ func buildService(t *testing.T) string {
 }
 
 // buildFast compiles the service without the race detector, for scenarios
-// that measure load: the detector slows 512 workers down several times.
+// that measure load: the detector slows thousands of lookups down several times.
 func buildFast(t *testing.T) string {
 	t.Helper()
 	return build(t, false)

@@ -203,3 +203,25 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// A refused request's permit does not go to the next lookup: against an
+// upstream that refuses everything beyond its capacity, handing it on would
+// only buy another refusal a millisecond later.
+func TestLimiterRefusalConsumesPermit(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	l := newLimiter(5, 100, clk.now)
+	for range fill(l) { // one saturated window: the limit doubles to 10
+		l.release(answered, 0)
+	}
+	clk.advance(limitWindow)
+	if n := fill(l); n != 10 {
+		t.Fatalf("took %d permits, want 10", n)
+	}
+	l.release(overloaded, 0)
+	if ok, _ := l.tryAcquire(); ok {
+		t.Error("a permit was free right after a refusal, want the limit shrunk by one")
+	}
+	if limit, inFlight := l.snapshot(); limit != 9 || inFlight != 9 {
+		t.Errorf("limit, in flight = %d, %d; want 9, 9", limit, inFlight)
+	}
+}
