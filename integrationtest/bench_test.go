@@ -116,7 +116,9 @@ func TestBenchFreshIDs(t *testing.T) {
 
 	distinct := len(l.named())
 	t.Logf("BENCH fresh %v", sum)
-	per := func(d time.Duration) time.Duration { return (d / time.Duration(max(lookups, 1))).Round(time.Microsecond) }
+	per := func(d time.Duration) time.Duration {
+		return (d / time.Duration(max(lookups, 1))).Round(time.Microsecond)
+	}
 	t.Logf("BENCH fresh distinct_ids=%d (%.0f/s) online_checked=%d lookups=%d lookups_per_id=%.2f peak_rss_mib=%d cpu_user=%v cpu_sys=%v per_lookup: user %v sys %v total %v max_upstream_in_flight=%d",
 		distinct, float64(distinct)/30, checked, lookups, float64(lookups)/float64(distinct), peakRSS(t, pid),
 		user.Round(time.Millisecond), sys.Round(time.Millisecond), per(user), per(sys), per(user+sys), up.MaxInFlight())
