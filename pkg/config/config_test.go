@@ -26,7 +26,7 @@ func defaults() config.Config {
 		SourceURL:     "http://localhost:9010",
 		DatabaseURL:   config.DefaultDatabaseURL,
 		TTL:           30 * time.Second,
-		Workers:       10_000,
+		Workers:       12_000,
 		MinLookups:    64,
 		QueueSize:     1024,
 		MaxPending:    1_000_000,
@@ -342,7 +342,7 @@ func TestLoadHelpShowsEnvDefaults(t *testing.T) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
 	}
-	if no := "(default 10000)"; strings.Contains(out.String(), no) {
+	if no := "(default 12000)"; strings.Contains(out.String(), no) {
 		t.Errorf("usage shows %q although WORKERS=77:\n%s", no, out.String())
 	}
 }

@@ -73,7 +73,7 @@ func (refusal) Temporary() bool { return true }
 
 // The defaults of Options. The service's flags use them too.
 const (
-	DefaultWorkers           = 10_000
+	DefaultWorkers           = 12_000
 	DefaultMinLookups        = 64
 	DefaultQueueSize         = 1024
 	DefaultMaxWaiting        = 1_000_000
