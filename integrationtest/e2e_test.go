@@ -36,7 +36,10 @@ func TestStoresExactlyTheOnlineIDs(t *testing.T) {
 	}
 	want := []int64{-9223372036854775808, -4, 0, 2, 9223372036854775806}
 	eventually(t, 10*time.Second, func() error {
-		table := objectsTable(t, db)
+		table, err := readTable(db) // the service may still be creating the table
+		if err != nil {
+			return err
+		}
 		if got := slices.Sorted(maps.Keys(table)); !slices.Equal(got, want) {
 			return fmt.Errorf("ids = %v, want %v", got, want)
 		}
@@ -85,7 +88,11 @@ func TestDeletesStaleRows(t *testing.T) {
 		t.Fatalf("POST = %d, want 202", got)
 	}
 	eventually(t, 5*time.Second, func() error {
-		if n := len(objectsTable(t, db)); n != 3 {
+		table, err := readTable(db) // the service may still be creating the table
+		if err != nil {
+			return err
+		}
+		if n := len(table); n != 3 {
 			return fmt.Errorf("rows = %d, want 3", n)
 		}
 		return nil
@@ -181,7 +188,11 @@ func TestBadInputGets4xx(t *testing.T) {
 		t.Fatalf("valid POST = %d, want 202", got)
 	}
 	eventually(t, 10*time.Second, func() error {
-		if table := objectsTable(t, db); len(table) != 1 {
+		table, err := readTable(db) // the service may still be creating the table
+		if err != nil {
+			return err
+		}
+		if len(table) != 1 {
 			return fmt.Errorf("table = %v, want only id 1000000", table)
 		}
 		return nil
