@@ -1,0 +1,684 @@
+// Package wal is the durable intake log: the IDs and receipt time of every
+// accepted callback are appended and synced to disk before the service
+// answers 202, and read back after a crash, so a callback that was
+// acknowledged is never lost to a restart.
+//
+// The log is a directory of segment files, written by one goroutine (Run).
+// Each record is framed as
+//
+//	length  uint32, little-endian: the payload's length
+//	crc     uint32, little-endian: CRC32C (Castagnoli) of length and payload
+//	payload receipt time (int64 Unix ns), ID count (uvarint), IDs (varints)
+//
+// as Prometheus's WAL and Vector's disk buffers frame theirs. Callbacks that
+// arrive together share one write and one fdatasync (group commit), and each
+// Append returns only once its own bytes are synced.
+//
+// What it deliberately does and does not do:
+//   - A failed write or fsync is never retried on the same file: after a
+//     failed fsync the page cache cannot be trusted (PostgreSQL's
+//     "fsyncgate"). The batch is written again to a new segment; if that
+//     fails too the log reports itself degraded and Append fails fast until
+//     a new segment can be opened again.
+//   - On Open, a torn record at the end of the last segment (the crash came
+//     mid-write) is cut off; a record whose checksum fails anywhere is
+//     skipped and counted, and reading resumes at the next intact record, so
+//     one flipped bit never costs the records after it.
+//   - Space is reclaimed a whole segment at a time: Reclaim deletes the
+//     segments whose newest record is older than a cutoff, and a size cap
+//     turns a full log into ErrFull rather than an unbounded disk.
+//   - The directory is locked (flock) for the life of the Log, so two
+//     processes never share it.
+package wal
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Errors returned by Append.
+var (
+	// ErrFull means the log holds MaxBytes already: the caller should refuse
+	// the callback (503) rather than accept what it cannot make durable. It
+	// answers Full() true.
+	ErrFull error = fullError{}
+	// ErrDegraded means the log could not write or sync lately; the caller
+	// decides whether to go on without durability.
+	ErrDegraded = errors.New("wal: degraded, not writing")
+	// ErrClosed means Run has returned.
+	ErrClosed = errors.New("wal: closed")
+)
+
+type fullError struct{}
+
+func (fullError) Error() string { return "wal: log full" }
+
+// Full reports true: the log is at its size cap.
+func (fullError) Full() bool { return true }
+
+// Record is one accepted callback.
+type Record struct {
+	Received time.Time
+	IDs      []int64
+}
+
+// Options tunes a Log. Zero fields take the defaults named on each.
+type Options struct {
+	// SegmentBytes starts a new segment once the current one is this big;
+	// default 64 MiB.
+	SegmentBytes int64
+	// MaxBytes caps what the log holds on disk; Append says ErrFull beyond
+	// it. Default 4 GiB.
+	MaxBytes int64
+	// RetryInterval is how long a degraded log waits before it tries a new
+	// segment again; default 5s.
+	RetryInterval time.Duration
+	// KeepFor, if positive, is how long a segment is kept after its newest
+	// record: Run deletes older ones every second. The service passes its
+	// TTL, after which the rows those callbacks would write are deleted
+	// anyway, so replaying them could only write rows to be swept.
+	KeepFor time.Duration
+	// FS is the file layer; tests inject failures through it. Default: the
+	// operating system's.
+	FS FS
+	// NowFunc is the clock; default time.Now.
+	NowFunc func() time.Time
+}
+
+const (
+	headerLen  = 8
+	maxPayload = 16 << 20 // a record claiming more is corrupt: a body is at most 1 MiB
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Log is an open intake log. Open it, Replay what it holds, then run Run in
+// its own goroutine and Append from any number of others.
+type Log struct {
+	dir  string
+	opt  Options
+	log  *slog.Logger
+	lock *os.File // holds the directory's flock
+
+	requests chan *request // Append to Run
+
+	mu         sync.Mutex // guards the fields below
+	segments   []*segment // oldest first; the last one is being written, once Run has started
+	replayable int        // segments[:replayable] were there at Open
+	total      int64      // bytes in all segments
+	degraded   error      // the last write failure while degraded, or nil
+	closed     bool
+	stats      Stats
+	nextIndex  uint64
+}
+
+// segment is one file of the log.
+type segment struct {
+	index  uint64
+	path   string
+	size   int64
+	newest time.Time // the newest receipt in it; zero if none
+	file   File      // open while it is being written
+}
+
+// Stats counts what the log has done since Open.
+type Stats struct {
+	Appended  int64         // records synced
+	Syncs     int64         // group commits (one write and one fdatasync each)
+	Bytes     int64         // bytes synced
+	SyncTime  time.Duration // time spent in write+fdatasync
+	Failures  int64         // failed writes or syncs
+	Replayed  int64         // records read back by Replay
+	Corrupt   int64         // records skipped for a bad checksum or length
+	TornBytes int64         // bytes cut off the end of the last segment by Open
+	Reclaimed int64         // segments deleted
+	OnDisk    int64         // bytes the log holds now
+	Degraded  bool          // writes are failing and Append fails fast
+}
+
+type request struct {
+	payload []byte
+	newest  time.Time
+	done    chan error
+}
+
+// Open locks dir (creating it if needed), cuts a torn tail off its last
+// segment and returns the log, ready for Replay and Run. A directory another
+// process holds is an error that says so.
+func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
+	if opt.SegmentBytes <= 0 {
+		opt.SegmentBytes = 64 << 20
+	}
+	if opt.MaxBytes <= 0 {
+		opt.MaxBytes = 4 << 30
+	}
+	if opt.RetryInterval <= 0 {
+		opt.RetryInterval = 5 * time.Second
+	}
+	if opt.FS == nil {
+		opt.FS = osFS{}
+	}
+	if opt.NowFunc == nil {
+		opt.NowFunc = time.Now
+	}
+	if err := opt.FS.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request)}
+	if err := l.scan(); err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// lockDir takes an exclusive flock on dir/LOCK, held until the file closes.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("wal: %s is in use by another process; give each instance its own -wal-dir", dir)
+		}
+		return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// scan lists the segments, reads each to learn its size and newest receipt,
+// counts the records it must skip, and cuts a torn tail off the last one.
+func (l *Log) scan() error {
+	entries, err := l.opt.FS.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("wal: read %s: %w", l.dir, err)
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".wal")
+		if !ok || e.IsDir() {
+			continue
+		}
+		index, err := strconv.ParseUint(name, 16, 64)
+		if err != nil {
+			continue // not ours
+		}
+		l.segments = append(l.segments, &segment{index: index, path: filepath.Join(l.dir, e.Name())})
+	}
+	slices.SortFunc(l.segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
+	for i, s := range l.segments {
+		data, err := l.opt.FS.ReadFile(s.path)
+		if err != nil {
+			return fmt.Errorf("wal: read %s: %w", s.path, err)
+		}
+		sum, err := readRecords(data, nil)
+		if err != nil {
+			return err
+		}
+		s.size, s.newest = int64(len(data)), sum.newest
+		l.stats.Corrupt += int64(sum.corrupt)
+		if sum.corrupt > 0 {
+			l.log.Warn("skipped corrupt records", "segment", s.path, "count", sum.corrupt)
+		}
+		if tail := len(data) - sum.end; tail > 0 {
+			if i < len(l.segments)-1 {
+				// Not the last segment: no write was under way there, so
+				// these bytes are damage, not a torn write. Keep the file as
+				// it is; they are skipped like a corrupt record.
+				l.stats.Corrupt++
+				l.log.Warn("segment ends in bytes that are no record", "segment", s.path, "bytes", tail)
+			} else {
+				if err := l.opt.FS.Truncate(s.path, int64(sum.end)); err != nil {
+					return fmt.Errorf("wal: cut torn tail of %s: %w", s.path, err)
+				}
+				l.stats.TornBytes += int64(tail)
+				l.log.Warn("cut a torn record off the log", "segment", s.path, "bytes", tail)
+				s.size = int64(sum.end)
+			}
+		}
+		l.total += s.size
+		l.nextIndex = s.index + 1
+	}
+	l.replayable = len(l.segments)
+	return nil
+}
+
+// Replay calls fn for every intact record of the segments that were there at
+// Open, oldest first. It may run while Run writes new ones.
+func (l *Log) Replay(fn func(Record) error) error {
+	l.mu.Lock()
+	segs := slices.Clone(l.segments[:l.replayable])
+	l.mu.Unlock()
+	for _, s := range segs {
+		data, err := l.opt.FS.ReadFile(s.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // reclaimed meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("wal: read %s: %w", s.path, err)
+		}
+		if _, err := readRecords(data, func(r Record) error {
+			l.mu.Lock()
+			l.stats.Replayed++
+			l.mu.Unlock()
+			return fn(r)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// summary is what reading a segment found.
+type summary struct {
+	newest  time.Time // the newest receipt
+	corrupt int       // damaged stretches skipped
+	end     int       // the offset just after the last intact record
+}
+
+// readRecords calls fn (if set) for each intact record in data. A record
+// that fails its checksum is skipped and reading resumes at the next offset
+// where an intact record starts; bytes after the last intact record are left
+// for the caller to judge (a torn write, or damage).
+func readRecords(data []byte, fn func(Record) error) (summary, error) {
+	var sum summary
+	for off := 0; off < len(data); {
+		rec, n, ok := decodeAt(data, off)
+		if !ok {
+			next := resync(data, off+1)
+			if next < 0 {
+				break
+			}
+			sum.corrupt++
+			off = next
+			continue
+		}
+		if rec.Received.After(sum.newest) {
+			sum.newest = rec.Received
+		}
+		if fn != nil {
+			if err := fn(rec); err != nil {
+				return sum, err
+			}
+		}
+		off += n
+		sum.end = off
+	}
+	return sum, nil
+}
+
+// decodeAt decodes the record at data[off:], reporting its framed length and
+// whether it is intact.
+func decodeAt(data []byte, off int) (Record, int, bool) {
+	if len(data)-off < headerLen {
+		return Record{}, 0, false
+	}
+	n := binary.LittleEndian.Uint32(data[off:])
+	if n > maxPayload || int(n) > len(data)-off-headerLen {
+		return Record{}, 0, false
+	}
+	want := binary.LittleEndian.Uint32(data[off+4:])
+	crc := crc32.Update(crc32.Checksum(data[off:off+4], castagnoli), castagnoli, data[off+headerLen:off+headerLen+int(n)])
+	if crc != want {
+		return Record{}, 0, false
+	}
+	rec, ok := decodePayload(data[off+headerLen : off+headerLen+int(n)])
+	return rec, headerLen + int(n), ok
+}
+
+// resync returns the first offset at or after from where an intact record
+// starts, or -1. It only runs past damage, so its cost does not matter.
+func resync(data []byte, from int) int {
+	for off := from; off+headerLen <= len(data); off++ {
+		if _, _, ok := decodeAt(data, off); ok {
+			return off
+		}
+	}
+	return -1
+}
+
+// encode frames a record.
+func encode(dst []byte, r Record) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, headerLen)...)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Received.UnixNano()))
+	dst = binary.AppendUvarint(dst, uint64(len(r.IDs)))
+	for _, id := range r.IDs {
+		dst = binary.AppendVarint(dst, id)
+	}
+	n := len(dst) - start - headerLen
+	binary.LittleEndian.PutUint32(dst[start:], uint32(n))
+	crc := crc32.Update(crc32.Checksum(dst[start:start+4], castagnoli), castagnoli, dst[start+headerLen:])
+	binary.LittleEndian.PutUint32(dst[start+4:], crc)
+	return dst
+}
+
+func decodePayload(p []byte) (Record, bool) {
+	if len(p) < 9 {
+		return Record{}, false
+	}
+	r := Record{Received: time.Unix(0, int64(binary.LittleEndian.Uint64(p)))}
+	p = p[8:]
+	count, n := binary.Uvarint(p)
+	if n <= 0 || count > uint64(len(p)) {
+		return Record{}, false
+	}
+	p = p[n:]
+	r.IDs = make([]int64, 0, count)
+	for range count {
+		id, n := binary.Varint(p)
+		if n <= 0 {
+			return Record{}, false
+		}
+		r.IDs = append(r.IDs, id)
+		p = p[n:]
+	}
+	return r, len(p) == 0
+}
+
+// Append writes the callback's IDs and receipt time and returns once they
+// are synced, with the other records of the same group commit. It fails fast
+// with ErrFull when the log holds MaxBytes, ErrDegraded while writes are
+// failing, and ErrClosed after Run has returned; it returns ctx's error if
+// ctx ends first (the record may still be written).
+func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) error {
+	r := Record{Received: received, IDs: ids}
+	l.mu.Lock()
+	switch {
+	case l.closed:
+		l.mu.Unlock()
+		return ErrClosed
+	case l.degraded != nil:
+		err := l.degraded
+		l.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrDegraded, err)
+	case l.total >= l.opt.MaxBytes:
+		l.mu.Unlock()
+		return ErrFull
+	}
+	l.mu.Unlock()
+	req := &request{payload: encode(nil, r), newest: r.Received, done: make(chan error, 1)}
+	select {
+	case l.requests <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run is the writer: it takes every waiting Append, writes them with one
+// write and one fdatasync, and answers each, until ctx is done. It starts a
+// new segment first, so nothing is ever appended after a replayed tail.
+func (l *Log) Run(ctx context.Context) error {
+	defer l.close()
+	if err := l.rotate(); err != nil {
+		l.setDegraded(err)
+	}
+	var (
+		batch []*request
+		buf   []byte
+		tick  <-chan time.Time // nil without KeepFor: no reclaiming by age
+	)
+	if l.opt.KeepFor > 0 {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+			if _, err := l.Reclaim(l.opt.NowFunc().Add(-l.opt.KeepFor)); err != nil {
+				l.log.WarnContext(ctx, "reclaim intake log", "err", err)
+			}
+			continue
+		case req := <-l.requests:
+			batch = append(batch[:0], req)
+		}
+		// Group commit: everything that is waiting now joins this write.
+	more:
+		for len(buf) < 4<<20 {
+			select {
+			case req := <-l.requests:
+				batch = append(batch, req)
+			default:
+				break more
+			}
+		}
+		buf = buf[:0]
+		var newest time.Time
+		for _, r := range batch {
+			buf = append(buf, r.payload...)
+			if r.newest.After(newest) {
+				newest = r.newest
+			}
+		}
+		err := l.commit(buf, newest, len(batch))
+		for _, r := range batch {
+			r.done <- err
+		}
+		clear(batch)
+	}
+}
+
+// commit writes and syncs buf to the current segment. On failure it never
+// retries that file: it opens a new segment and writes the batch there once;
+// if that fails too, the log is degraded until RetryInterval has passed.
+func (l *Log) commit(buf []byte, newest time.Time, records int) error {
+	l.mu.Lock()
+	degraded := l.degraded
+	l.mu.Unlock()
+	if degraded != nil {
+		return fmt.Errorf("%w: %w", ErrDegraded, degraded)
+	}
+	start := l.opt.NowFunc()
+	err := l.writeSync(buf)
+	if err != nil {
+		l.countFailure(err)
+		if err = l.rotate(); err == nil {
+			err = l.writeSync(buf)
+		}
+		if err != nil {
+			l.countFailure(err)
+			l.setDegraded(err)
+			return fmt.Errorf("%w: %w", ErrDegraded, err)
+		}
+	}
+	took := l.opt.NowFunc().Sub(start)
+	l.mu.Lock()
+	cur := l.segments[len(l.segments)-1]
+	cur.size += int64(len(buf))
+	if newest.After(cur.newest) {
+		cur.newest = newest
+	}
+	l.total += int64(len(buf))
+	l.stats.Appended += int64(records)
+	l.stats.Syncs++
+	l.stats.Bytes += int64(len(buf))
+	l.stats.SyncTime += took
+	full := cur.size >= l.opt.SegmentBytes
+	l.mu.Unlock()
+	if full {
+		if err := l.rotate(); err != nil {
+			l.setDegraded(err)
+		}
+	}
+	return nil
+}
+
+// writeSync writes buf to the current segment and syncs it.
+func (l *Log) writeSync(buf []byte) error {
+	l.mu.Lock()
+	cur := l.segments[len(l.segments)-1]
+	l.mu.Unlock()
+	if cur.file == nil {
+		return errors.New("no open segment")
+	}
+	if _, err := cur.file.Write(buf); err != nil {
+		return fmt.Errorf("write %s: %w", cur.path, err)
+	}
+	if err := cur.file.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", cur.path, err)
+	}
+	return nil
+}
+
+// rotate closes the current segment (keeping its file: what was synced in
+// it still counts) and opens a new one, syncing the directory so the new
+// file's name is durable too.
+func (l *Log) rotate() error {
+	l.mu.Lock()
+	var prev *segment
+	if n := len(l.segments); n > 0 {
+		prev = l.segments[n-1]
+	}
+	index := l.nextIndex
+	l.nextIndex++
+	l.mu.Unlock()
+	if prev != nil && prev.file != nil {
+		_ = prev.file.Close() // its data is synced, or its failure already reported
+		prev.file = nil
+	}
+	path := filepath.Join(l.dir, fmt.Sprintf("%016x.wal", index))
+	f, err := l.opt.FS.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("open segment: %w", err)
+	}
+	if err := l.opt.FS.SyncDir(l.dir); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("sync %s: %w", l.dir, err)
+	}
+	l.mu.Lock()
+	l.segments = append(l.segments, &segment{index: index, path: path, file: f})
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Log) countFailure(err error) {
+	l.mu.Lock()
+	l.stats.Failures++
+	l.mu.Unlock()
+	l.log.Error("intake log write failed", "err", err)
+}
+
+// setDegraded makes Append fail fast, and schedules a fresh try.
+func (l *Log) setDegraded(err error) {
+	l.mu.Lock()
+	already := l.degraded != nil
+	l.degraded = err
+	l.mu.Unlock()
+	if !already {
+		l.log.Error("intake log degraded: callbacks are not durable until it recovers", "err", err)
+	}
+	time.AfterFunc(l.opt.RetryInterval, l.recover)
+}
+
+// recover tries a new segment; on success the log writes again.
+func (l *Log) recover() {
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return
+	}
+	if err := l.rotate(); err != nil {
+		l.setDegraded(err)
+		return
+	}
+	l.mu.Lock()
+	l.degraded = nil
+	l.mu.Unlock()
+	l.log.Info("intake log recovered")
+}
+
+// Reclaim deletes every segment but the one being written whose newest
+// record was received before cutoff, and reports how many bytes it freed.
+func (l *Log) Reclaim(cutoff time.Time) (int64, error) {
+	l.mu.Lock()
+	var drop []*segment
+	keep := l.segments[:0]
+	for i, s := range l.segments {
+		if i < len(l.segments)-1 && s.file == nil && s.newest.Before(cutoff) {
+			drop = append(drop, s)
+			continue
+		}
+		keep = append(keep, s)
+	}
+	l.segments = keep
+	l.mu.Unlock()
+	var freed int64
+	var errs []error
+	for _, s := range drop {
+		if err := l.opt.FS.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("wal: remove %s: %w", s.path, err))
+			continue
+		}
+		freed += s.size
+	}
+	l.mu.Lock()
+	l.total -= freed
+	l.stats.Reclaimed += int64(len(drop) - len(errs))
+	l.mu.Unlock()
+	return freed, errors.Join(errs...)
+}
+
+// Stats returns the counters.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stats
+	s.OnDisk = l.total
+	s.Degraded = l.degraded != nil
+	return s
+}
+
+// Degraded reports whether writes are failing.
+func (l *Log) Degraded() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.degraded != nil
+}
+
+// close ends the log: Append says ErrClosed, the segment and the lock close.
+func (l *Log) close() {
+	l.mu.Lock()
+	l.closed = true
+	var cur *segment
+	if n := len(l.segments); n > 0 {
+		cur = l.segments[n-1]
+	}
+	l.mu.Unlock()
+	if cur != nil && cur.file != nil {
+		_ = cur.file.Close()
+		cur.file = nil
+	}
+	_ = l.lock.Close() // releases the flock
+}
+
+// Close releases the directory's lock if Run never ran.
+func (l *Log) Close() { l.close() }
