@@ -30,6 +30,7 @@ import (
 	"callback/pkg/lifecycle"
 	"callback/pkg/objects"
 	"callback/pkg/store"
+	"callback/pkg/wal"
 )
 
 var (
@@ -81,8 +82,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer pool.Close()
 	db := store.New(pool)
 
+	// The intake log: every callback is synced there before its 202 and
+	// replayed after a restart (see replay). Without -wal-dir, callbacks live
+	// in memory until written, as the log's README section says.
+	var (
+		journal    *wal.Log
+		journalOpt ingest.Journal // stays a nil interface without the log
+	)
+	if cfg.WALDir != "" {
+		if journal, err = wal.Open(cfg.WALDir, log, wal.Options{MaxBytes: int64(cfg.WALMaxBytes), KeepFor: cfg.TTL}); err != nil {
+			return err
+		}
+		defer journal.Close()
+		journalOpt = journal
+	}
+
 	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout)
 	pipe := ingest.New(log, src, db, ingest.Options{
+		Journal:       journalOpt,
 		Workers:       cfg.Workers,
 		MinLookups:    cfg.MinLookups,
 		QueueSize:     cfg.QueueSize,
@@ -104,7 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sweeper.PauseFunc = pipe.WritesBehind
 
 	mux := http.NewServeMux()
-	addRoutes(mux, log, pipe)
+	addRoutes(mux, log, pipe, journal)
 	srv := &http.Server{
 		Handler: callback.Recover(log, mux),
 		// A slow or stuck client must not hold a connection: headers within
@@ -138,12 +155,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// runs until parts.Stop (or Abandon) ends it, never on ctx alone, so
 	// whatever ends the wait below, every part is stopped in order.
 	parts := lifecycle.New(log)
-	// upkeep: the schema, then the sweeper. Until the schema is applied,
-	// writes fail and the writer keeps their rows and retries, as it does
-	// through any database outage, so callbacks are accepted from the first
-	// second. It stops last: a drain that starts before the table exists
-	// still needs it.
+	// wal: the intake log's writer starts first and stops last, so every
+	// callback the server takes can be synced until the server has stopped.
+	if journal != nil {
+		parts.Start(ctx, lifecycle.Part{Name: "wal", Run: journal.Run})
+	}
+	// upkeep: the replay of the intake log, then the schema, then the
+	// sweeper. The replay runs while the server already takes callbacks;
+	// until the schema is applied, writes fail and the writer keeps their
+	// rows and retries, as it does through any database outage, so
+	// callbacks are accepted from the first second. It stops after the
+	// pipeline: a drain that starts before the table exists still needs it.
 	parts.Start(ctx, lifecycle.Part{Name: "upkeep", Run: func(ctx context.Context) error {
+		if journal != nil {
+			if err := replay(ctx, log, journal, pipe, cfg.TTL); err != nil {
+				return err
+			}
+		}
 		if !ensureSchema(ctx, log, db, cfg.DBTimeout) {
 			return nil // stopped before the database answered
 		}
@@ -196,25 +224,58 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// addRoutes is the whole HTTP surface.
-func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline) {
+// addRoutes is the whole HTTP surface. journal may be nil.
+func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, journal *wal.Log) {
 	// Not "POST /callback": other methods must get our JSON 405, not the mux's text.
 	mux.Handle("/callback", callback.NewHandler(log, pipe))
 	// healthz: the process answers. It does no I/O.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	})
-	// readyz: 503 while draining, so a load balancer moves senders elsewhere.
+	// readyz: 503 while draining, so a load balancer moves senders elsewhere,
+	// and while the intake log cannot write, so it prefers replicas whose
+	// 202 still means "on disk" (this one keeps answering 202 from memory).
 	// It deliberately ignores the database: the service buffers through a
 	// database outage, and pulling every replica for a blip would turn it
 	// into missed callbacks.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !pipe.Accepting() {
+		if !pipe.Accepting() || (journal != nil && journal.Degraded()) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// replay queues what the intake log holds from before this start, with the
+// original receipt times, skipping callbacks older than the TTL (their rows
+// would be swept at once). Upserts move last_seen only forward, so replaying
+// a callback that was already written changes nothing, and a crash during
+// the replay just replays again.
+func replay(ctx context.Context, log *slog.Logger, journal *wal.Log, pipe *ingest.Pipeline, ttl time.Duration) error {
+	cutoff := time.Now().Add(-ttl)
+	var callbacks, skipped int
+	err := journal.Replay(func(r wal.Record) error {
+		if r.Received.Before(cutoff) {
+			skipped++
+			return nil
+		}
+		callbacks++
+		return pipe.Restore(ctx, r.IDs, r.Received)
+	})
+	switch {
+	case errors.Is(err, ingest.ErrClosed), ctx.Err() != nil:
+		// Shutting down mid-replay: what is left stays in the log, and the
+		// next start replays it.
+		log.Warn("intake log replay cut short by shutdown", "count", callbacks)
+		return nil
+	case err != nil:
+		return fmt.Errorf("replay intake log: %w", err)
+	}
+	st := journal.Stats()
+	log.Info("intake log replayed", "count", callbacks, "skipped_older_than_ttl", skipped,
+		"corrupt", st.Corrupt, "torn_bytes", st.TornBytes)
+	return nil
 }
 
 // adminServer listens on addr and returns the part that serves

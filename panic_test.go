@@ -104,7 +104,7 @@ func TestWorkerPanicRequeues(t *testing.T) {
 	}, nil)
 
 	received := time.Now()
-	if err := rig.pipe.Enqueue([]int64{7000, 7001, 7002, 7003, 7004}, received); err != nil {
+	if err := rig.pipe.Enqueue(t.Context(), []int64{7000, 7001, 7002, 7003, 7004}, received); err != nil {
 		t.Fatalf("Enqueue = %v, want nil", err)
 	}
 	table := rig.waitForIDs(t, []int64{7000, 7002, 7004}, 15*time.Second)
@@ -137,8 +137,8 @@ type panicEnqueuer struct {
 	PanicFunc func(ids []int64) bool
 }
 
-func (p *panicEnqueuer) Enqueue(ids []int64, received time.Time) error {
-	if err := p.next.Enqueue(ids, received); err != nil {
+func (p *panicEnqueuer) Enqueue(ctx context.Context, ids []int64, received time.Time) error {
+	if err := p.next.Enqueue(ctx, ids, received); err != nil {
 		return err
 	}
 	if p.PanicFunc != nil && p.PanicFunc(ids) {

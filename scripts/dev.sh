@@ -73,7 +73,7 @@ go build -o "$DEV_DIR/objectsource" ./objectsource
 
 setsid "$DEV_DIR/objectsource" -addr 127.0.0.1:9010 -target '' &
 upstream=$!
-setsid "$DEV_DIR/callback" -addr 127.0.0.1:9090 -src http://127.0.0.1:9010 -db "$DB_URL" -ttl 30s &
+setsid "$DEV_DIR/callback" -addr 127.0.0.1:9090 -src http://127.0.0.1:9010 -db "$DB_URL" -ttl 30s -wal-dir "$DEV_DIR/wal" &
 service=$!
 setsid "$DEV_DIR/objectsource" -addr '' -target http://127.0.0.1:9090/callback &
 sender=$!

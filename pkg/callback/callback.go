@@ -5,6 +5,7 @@
 package callback
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,11 +21,13 @@ import (
 // room for far bigger senders while bounding what one request can cost.
 const MaxBodyBytes = 1 << 20
 
-// Enqueuer takes the IDs of an accepted callback and its receipt time
-// without blocking. An error that reports Temporary() == true (a full or
-// closing queue) is the normal way of saying "not now"; any other is a bug.
+// Enqueuer takes the IDs of an accepted callback and its receipt time. It
+// may wait, within ctx (the request's), until they are durable, but never on
+// lookups or the database. An error that reports Temporary() == true (a full
+// or closing queue, a full intake log) is the normal way of saying "not
+// now"; any other is a bug.
 type Enqueuer interface {
-	Enqueue(ids []int64, received time.Time) error
+	Enqueue(ctx context.Context, ids []int64, received time.Time) error
 }
 
 // Handler serves POST /callback.
@@ -61,7 +64,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if err := h.q.Enqueue(ids, received); err != nil {
+	// The request's context bounds only the wait for durability: the
+	// pipeline keeps nothing of it once Enqueue returns.
+	if err := h.q.Enqueue(r.Context(), ids, received); err != nil {
 		h.fail(w, r, refused(err), "count", len(ids))
 		return
 	}

@@ -2,6 +2,7 @@ package callback_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ type fakeEnqueuer struct {
 	EnqueueFunc func(ids []int64, received time.Time) error
 }
 
-func (f *fakeEnqueuer) Enqueue(ids []int64, received time.Time) error {
+func (f *fakeEnqueuer) Enqueue(_ context.Context, ids []int64, received time.Time) error {
 	return f.EnqueueFunc(ids, received)
 }
 

@@ -2,6 +2,7 @@ package callback
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -133,7 +134,7 @@ type fuzzEnqueuer struct {
 
 type fuzzCall struct{ IDs []int64 }
 
-func (f *fuzzEnqueuer) Enqueue(ids []int64, _ time.Time) error {
+func (f *fuzzEnqueuer) Enqueue(_ context.Context, ids []int64, _ time.Time) error {
 	f.calls = append(f.calls, fuzzCall{ids})
 	return nil
 }

@@ -38,6 +38,8 @@ type Config struct {
 	SourceURL   string        // base URL of the object service
 	DatabaseURL string        // PostgreSQL connection string
 	TTL         time.Duration // how long an object stays after the newest callback naming it
+	WALDir      string        // the intake log's directory; empty: memory only
+	WALMaxBytes int           // the intake log's size cap
 
 	Workers      int           // lookup workers: the ceiling of the adaptive limit
 	MinLookups   int           // the floor of the adaptive limit
@@ -117,6 +119,12 @@ var settings = []setting{
 	{flag: "ttl", env: "OBJECT_TTL", def: ingest.DefaultTTL, unit: "duration",
 		usage: "delete objects not seen for longer than this",
 		field: func(c *Config) any { return &c.TTL }},
+	{flag: "wal-dir", env: "WAL_DIR", def: "wal", unit: "dir",
+		usage: "directory of the intake log, where every callback is synced before its 202; one per instance, locked; empty runs from memory only, and a crash then loses the callbacks not yet written",
+		field: func(c *Config) any { return &c.WALDir }},
+	{flag: "wal-max-bytes", env: "WAL_MAX_BYTES", def: 4 << 30, unit: "bytes",
+		usage: "size cap of the intake log: beyond it callbacks get 503 with Retry-After",
+		field: func(c *Config) any { return &c.WALMaxBytes }},
 	{flag: "workers", env: "WORKERS", def: ingest.DefaultWorkers, unit: "lookups",
 		usage: "lookup workers: the most upstream requests in flight, ceiling of the adaptive limit",
 		field: func(c *Config) any { return &c.Workers }},

@@ -23,6 +23,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -50,6 +51,15 @@ type Source interface {
 	Online(ctx context.Context, id int64) (bool, error)
 }
 
+// Journal makes an accepted callback durable before Enqueue returns, so a
+// crash after the 202 loses nothing: the service replays it at the next
+// start (see Restore). An error that answers Full() true means the journal
+// is at its size cap and the callback must be refused; any other error (a
+// failed disk) leaves the choice to Enqueue, which accepts in memory.
+type Journal interface {
+	Append(ctx context.Context, ids []int64, received time.Time) error
+}
+
 // Upserter stores a batch of sightings in one statement. It must not keep or
 // modify s. The IDs in s are unique.
 type Upserter interface {
@@ -62,6 +72,8 @@ type Upserter interface {
 var (
 	ErrFull   error = refusal("ingest: queue full")
 	ErrClosed error = refusal("ingest: closed")
+	// errGone: the sender left before its callback was durable.
+	errGone error = refusal("ingest: sender gone before the callback was durable")
 )
 
 type refusal string
@@ -100,6 +112,10 @@ type Options struct {
 
 	// NowFunc is the limiter's clock; tests replace it. Nil means time.Now.
 	NowFunc func() time.Time
+
+	// Journal, if set, makes every callback durable before Enqueue returns.
+	// Nil keeps callbacks in memory only: a crash loses what is not written.
+	Journal Journal
 
 	BatchSize     int           // rows per upsert
 	FlushInterval time.Duration // longest wait of a partial batch
@@ -188,15 +204,36 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 	}
 }
 
-// Enqueue hands the IDs of a callback received at received to the pipeline
-// without blocking. It returns ErrFull when the buffer or the set of waiting
-// IDs is full, and ErrClosed after Close, so the handler can answer 503
-// instead of holding the request. Enqueue takes ids over: it drops repeats
-// in place (see dedupe) and keeps the slice, so the caller must not use it
-// afterwards.
-func (p *Pipeline) Enqueue(ids []int64, received time.Time) error {
+// Enqueue hands the IDs of a callback received at received to the pipeline.
+// With a Journal it first waits until they are durable, which group commit
+// keeps to a sync's time; otherwise it never blocks. It returns ErrFull when
+// the buffer, the set of waiting IDs or the journal is full, and ErrClosed
+// after Close, so the handler can answer 503 instead of holding the request.
+// If the journal fails otherwise (a failed disk), the callback is accepted
+// in memory and counted as not durable: the endpoint keeps answering, and
+// the journal reports itself degraded. Enqueue takes ids over: it drops
+// repeats in place (see dedupe) and keeps the slice, so the caller must not
+// use it afterwards.
+func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time) error {
 	n := len(ids)
 	ids = dedupe(ids)
+	if err := p.admit(ids); err != nil {
+		return err
+	}
+	if p.opt.Journal != nil && len(ids) > 0 {
+		if err := p.opt.Journal.Append(ctx, ids, received); err != nil {
+			var full interface{ Full() bool }
+			switch {
+			case errors.As(err, &full) && full.Full():
+				return fmt.Errorf("%w: %w", ErrFull, err)
+			case ctx.Err() != nil: // the sender left while the sync was under way
+				return fmt.Errorf("%w: %w", errGone, err)
+			default:
+				p.stats.notDurable.Add(1)
+				p.log.DebugContext(ctx, "callback accepted in memory only", "count", len(ids), "err", err)
+			}
+		}
+	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -205,15 +242,48 @@ func (p *Pipeline) Enqueue(ids []int64, received time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if p.nWaiting.Load() >= int64(p.opt.MaxWaiting) {
-		return ErrFull
-	}
 	select {
 	case p.receipts <- receipt{ids: ids, received: received}:
 		p.stats.accepted.Add(int64(n))
 		return nil
 	default:
 		return ErrFull
+	}
+}
+
+// admit refuses a callback that could not be queued anyway, before the
+// journal spends a sync on it.
+func (p *Pipeline) admit(ids []int64) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	switch {
+	case p.closed:
+		return ErrClosed
+	case len(ids) > 0 && (p.nWaiting.Load() >= int64(p.opt.MaxWaiting) || len(p.receipts) == cap(p.receipts)):
+		return ErrFull
+	}
+	return nil
+}
+
+// Restore queues a callback read back from the journal after a restart,
+// waiting while the queue is full; it does not journal it again. It returns
+// ErrClosed after Close and ctx's error if ctx ends first.
+func (p *Pipeline) Restore(ctx context.Context, ids []int64, received time.Time) error {
+	ids = dedupe(ids)
+	if len(ids) == 0 {
+		return nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock() // Close waits for a blocked Restore, which the dispatcher unblocks
+	if p.closed {
+		return ErrClosed
+	}
+	select {
+	case p.receipts <- receipt{ids: ids, received: received}:
+		p.stats.restored.Add(int64(len(ids)))
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -283,10 +353,15 @@ type Stats struct {
 	Panics    int64 // panics recovered in workers or the writer
 	Abandoned int64 // IDs not written because Run's context was cancelled
 	WriteErrs int64 // failed batch writes (the rows were kept and retried)
+	Restored  int64 // distinct IDs of callbacks replayed from the journal
+	// NotDurable counts callbacks accepted in memory only because the
+	// journal failed: a crash before they are written would lose them.
+	NotDurable int64
 }
 
 type counters struct {
-	accepted, lookups, online, written, retries, rejected, gaveUp, panics, abandoned, writeErrs atomic.Int64
+	accepted, lookups, online, written, retries, rejected, gaveUp, panics, abandoned, writeErrs,
+	restored, notDurable atomic.Int64
 }
 
 // Stats returns the current counters.
@@ -296,7 +371,7 @@ func (p *Pipeline) Stats() Stats {
 		Accepted: c.accepted.Load(), Lookups: c.lookups.Load(), Online: c.online.Load(),
 		Written: c.written.Load(), Retries: c.retries.Load(), Rejected: c.rejected.Load(),
 		GaveUp: c.gaveUp.Load(), Panics: c.panics.Load(), Abandoned: c.abandoned.Load(),
-		WriteErrs: c.writeErrs.Load(),
+		WriteErrs: c.writeErrs.Load(), Restored: c.restored.Load(), NotDurable: c.notDurable.Load(),
 	}
 }
 
@@ -308,5 +383,6 @@ func (p *Pipeline) logStats(ctx context.Context, waiting, inFlight int) {
 		"requests", requests, "limit", limit,
 		"lookups", s.Lookups, "online", s.Online, "written", s.Written,
 		"retries", s.Retries, "rejected", s.Rejected, "gave_up", s.GaveUp,
-		"write_errors", s.WriteErrs, "panics", s.Panics, "abandoned", s.Abandoned)
+		"write_errors", s.WriteErrs, "panics", s.Panics, "abandoned", s.Abandoned,
+		"restored", s.Restored, "not_durable", s.NotDurable)
 }

@@ -115,12 +115,12 @@ func TestPipelineWritesOnlineIDsWithReceiptTime(t *testing.T) {
 		wait := start(t, t.Context(), p)
 
 		t0 := time.Now()
-		if err := p.Enqueue([]int64{0, 1, 2, 2, 2, 3, 4}, t0); err != nil {
+		if err := p.Enqueue(context.Background(), []int64{0, 1, 2, 2, 2, 3, 4}, t0); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
 		t1 := time.Now()
-		if err := p.Enqueue([]int64{6, 7}, t1); err != nil {
+		if err := p.Enqueue(context.Background(), []int64{6, 7}, t1); err != nil {
 			t.Fatal(err)
 		}
 		if err := wait(); err != nil {
@@ -149,10 +149,10 @@ func TestPipelineFollowUpForIDInFlight(t *testing.T) {
 		wait := start(t, t.Context(), p)
 
 		t0 := time.Now()
-		must(t, p.Enqueue([]int64{8}, t0))
+		must(t, p.Enqueue(context.Background(), []int64{8}, t0))
 		time.Sleep(time.Second) // 8 is now in flight
 		for range 3 {
-			must(t, p.Enqueue([]int64{8}, time.Now()))
+			must(t, p.Enqueue(context.Background(), []int64{8}, time.Now()))
 			time.Sleep(100 * time.Millisecond)
 		}
 		newest := time.Now().Add(-100 * time.Millisecond)
@@ -192,7 +192,7 @@ func TestPipelineRetries(t *testing.T) {
 		p := New(logtest.Discard(), f, u, Options{Workers: 4, TTL: 10 * time.Second})
 		wait := start(t, t.Context(), p)
 		t0 := time.Now()
-		must(t, p.Enqueue([]int64{2, 4, 6, 8, 10}, t0))
+		must(t, p.Enqueue(context.Background(), []int64{2, 4, 6, 8, 10}, t0))
 		must(t, wait())
 
 		want := map[int64]time.Time{2: t0, 4: t0, 8: t0}
@@ -229,7 +229,7 @@ func TestPipelineRecoversWorkerPanic(t *testing.T) {
 		p := New(logtest.Discard(), f, u, Options{Workers: 1})
 		wait := start(t, t.Context(), p)
 		t0 := time.Now()
-		must(t, p.Enqueue([]int64{2, 4, 6}, t0))
+		must(t, p.Enqueue(context.Background(), []int64{2, 4, 6}, t0))
 		must(t, wait())
 
 		if got, want := slices.Sorted(maps.Keys(u.Rows())), []int64{2, 4, 6}; !slices.Equal(got, want) {
@@ -271,7 +271,7 @@ func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 			for id := int64(2); id < 60; id += 2 {
 				ids = append(ids, id+int64(i)*100)
 			}
-			must(t, p.Enqueue(ids, newest))
+			must(t, p.Enqueue(context.Background(), ids, newest))
 			time.Sleep(2 * time.Second)
 		}
 		mu.Lock()
@@ -305,11 +305,11 @@ func TestEnqueueRefuses(t *testing.T) {
 	u := &fakeUpserter{}
 	t.Run("queue-full", func(t *testing.T) {
 		p := New(logtest.Discard(), f, u, Options{QueueSize: 1}) // not running: nothing drains
-		must(t, p.Enqueue([]int64{1}, time.Time{}))
-		if err := p.Enqueue([]int64{2}, time.Time{}); !errors.Is(err, ErrFull) {
+		must(t, p.Enqueue(context.Background(), []int64{1}, time.Time{}))
+		if err := p.Enqueue(context.Background(), []int64{2}, time.Time{}); !errors.Is(err, ErrFull) {
 			t.Errorf("Enqueue = %v, want ErrFull", err)
 		}
-		if err := p.Enqueue(nil, time.Time{}); err != nil {
+		if err := p.Enqueue(context.Background(), nil, time.Time{}); err != nil {
 			t.Errorf("empty Enqueue = %v, want nil (a no-op)", err)
 		}
 	})
@@ -322,9 +322,9 @@ func TestEnqueueRefuses(t *testing.T) {
 			}}
 			p := New(logtest.Discard(), f, u, Options{Workers: 1, MaxWaiting: 3})
 			wait := start(t, t.Context(), p)
-			must(t, p.Enqueue([]int64{1, 2, 3, 4}, time.Now())) // 1 in flight, 3 waiting
+			must(t, p.Enqueue(context.Background(), []int64{1, 2, 3, 4}, time.Now())) // 1 in flight, 3 waiting
 			synctest.Wait()
-			if err := p.Enqueue([]int64{5}, time.Time{}); !errors.Is(err, ErrFull) {
+			if err := p.Enqueue(context.Background(), []int64{5}, time.Time{}); !errors.Is(err, ErrFull) {
 				t.Errorf("Enqueue = %v, want ErrFull", err)
 			}
 			close(block)
@@ -335,7 +335,7 @@ func TestEnqueueRefuses(t *testing.T) {
 		p := New(logtest.Discard(), f, u, Options{})
 		p.Close()
 		p.Close() // idempotent
-		if err := p.Enqueue([]int64{1}, time.Time{}); !errors.Is(err, ErrClosed) {
+		if err := p.Enqueue(context.Background(), []int64{1}, time.Time{}); !errors.Is(err, ErrClosed) {
 			t.Errorf("Enqueue = %v, want ErrClosed", err)
 		}
 		if p.Accepting() {
@@ -353,7 +353,7 @@ func TestRunAbandonsOnCancel(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- p.Run(ctx) }()
 
-		must(t, p.Enqueue([]int64{1, 2, 3, 4, 5}, time.Now()))
+		must(t, p.Enqueue(context.Background(), []int64{1, 2, 3, 4, 5}, time.Now()))
 		synctest.Wait() // two in flight, three waiting
 		p.Close()
 		time.Sleep(time.Minute) // the drain "timeout"
@@ -420,7 +420,7 @@ func TestWritesBehind(t *testing.T) {
 		}}
 		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{})
 		wait := start(t, t.Context(), p)
-		must(t, p.Enqueue([]int64{2}, time.Now()))
+		must(t, p.Enqueue(context.Background(), []int64{2}, time.Now()))
 		time.Sleep(time.Second)
 		if !p.WritesBehind() {
 			t.Error("WritesBehind = false while writes fail, want true")
@@ -444,8 +444,8 @@ func TestPipelineSkipsExpiredReceipts(t *testing.T) {
 		wait := start(t, t.Context(), p)
 		// Waited in an overloaded queue for longer than the TTL: its row would
 		// be swept at once, so it is not looked up.
-		must(t, p.Enqueue([]int64{2}, time.Now().Add(-31*time.Second)))
-		must(t, p.Enqueue([]int64{4}, time.Now().Add(-29*time.Second)))
+		must(t, p.Enqueue(context.Background(), []int64{2}, time.Now().Add(-31*time.Second)))
+		must(t, p.Enqueue(context.Background(), []int64{4}, time.Now().Add(-29*time.Second)))
 		must(t, wait())
 		if got := f.Calls(2); got != 0 {
 			t.Errorf("expired id fetched %d times, want 0", got)
@@ -455,6 +455,96 @@ func TestPipelineSkipsExpiredReceipts(t *testing.T) {
 		}
 		if got := p.Stats().GaveUp; got != 1 {
 			t.Errorf("gave up = %d, want 1", got)
+		}
+	})
+}
+
+type fakeJournal struct {
+	AppendFunc func(ctx context.Context, ids []int64, received time.Time) error
+}
+
+func (f *fakeJournal) Append(ctx context.Context, ids []int64, received time.Time) error {
+	return f.AppendFunc(ctx, ids, received)
+}
+
+type fullErr struct{}
+
+func (fullErr) Error() string { return "journal full" }
+func (fullErr) Full() bool    { return true }
+
+func TestEnqueueJournal(t *testing.T) {
+	t.Run("appended-before-queued", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var journaled [][]int64
+			j := &fakeJournal{AppendFunc: func(_ context.Context, ids []int64, _ time.Time) error {
+				journaled = append(journaled, slices.Clone(ids))
+				return nil
+			}}
+			u := &fakeUpserter{}
+			p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Second)}, u, Options{Journal: j})
+			wait := start(t, t.Context(), p)
+			must(t, p.Enqueue(context.Background(), []int64{2, 2, 4}, time.Now()))
+			must(t, p.Enqueue(context.Background(), []int64{}, time.Now())) // nothing to journal
+			must(t, wait())
+			if want := [][]int64{{2, 4}}; fmt.Sprint(journaled) != fmt.Sprint(want) {
+				t.Errorf("journaled %v, want %v (repeats dropped, empty bodies not journaled)", journaled, want)
+			}
+			if got := len(u.Rows()); got != 2 {
+				t.Errorf("rows = %d, want 2", got)
+			}
+		})
+	})
+	t.Run("journal-full-refuses", func(t *testing.T) {
+		j := &fakeJournal{AppendFunc: func(context.Context, []int64, time.Time) error { return fmt.Errorf("wal: %w", fullErr{}) }}
+		p := New(logtest.Discard(), &fakeSource{}, &fakeUpserter{}, Options{Journal: j})
+		if err := p.Enqueue(context.Background(), []int64{1}, time.Now()); !errors.Is(err, ErrFull) {
+			t.Errorf("Enqueue = %v, want ErrFull", err)
+		}
+	})
+	t.Run("journal-failure-accepts-in-memory", func(t *testing.T) {
+		j := &fakeJournal{AppendFunc: func(context.Context, []int64, time.Time) error { return errors.New("fdatasync: EIO") }}
+		p := New(logtest.Discard(), &fakeSource{}, &fakeUpserter{}, Options{Journal: j})
+		if err := p.Enqueue(context.Background(), []int64{1, 2}, time.Now()); err != nil {
+			t.Errorf("Enqueue = %v, want nil: a failed disk must not refuse callbacks", err)
+		}
+		if s := p.Stats(); s.NotDurable != 1 || s.Accepted != 2 {
+			t.Errorf("stats %+v, want NotDurable 1, Accepted 2", s)
+		}
+	})
+}
+
+// Restore queues what the journal held, waiting while the queue is full,
+// and never journals it again.
+func TestRestore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		j := &fakeJournal{AppendFunc: func(context.Context, []int64, time.Time) error {
+			t.Error("Restore journaled a callback again")
+			return nil
+		}}
+		u := &fakeUpserter{}
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Second)}, u, Options{Journal: j, QueueSize: 1})
+		t0 := time.Now().Add(-5 * time.Second)
+		// More than the queue holds, before Run drains it: Restore waits.
+		done := make(chan error, 1)
+		go func() {
+			for i := range int64(5) {
+				if err := p.Restore(t.Context(), []int64{2 * i, 2 * i}, t0); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		synctest.Wait()
+		wait := start(t, t.Context(), p)
+		must(t, <-done)
+		must(t, wait())
+		want := map[int64]time.Time{0: t0, 2: t0, 4: t0, 6: t0, 8: t0}
+		if got := u.Rows(); !maps.EqualFunc(got, want, time.Time.Equal) {
+			t.Errorf("rows = %v, want %v with the original receipt time", got, want)
+		}
+		if got := p.Stats().Restored; got != 5 {
+			t.Errorf("Restored = %d, want 5", got)
 		}
 	})
 }
