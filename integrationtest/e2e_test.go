@@ -1,9 +1,11 @@
 package integrationtest
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -242,4 +244,24 @@ func TestFullIntakeAnswers503(t *testing.T) {
 	})
 	checked := l.settle(t, db, even, 60*time.Second, 15*time.Second)
 	t.Logf("503 with Retry-After %q while full; after the drain %d ids checked, lost 0", refused.Header.Get("Retry-After"), checked)
+}
+
+// TestWALDirLocked: a second instance on the same intake log refuses to
+// start, and says why.
+func TestWALDirLocked(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	src := upstream(t, &sim.Upstream{})
+	dir := t.TempDir()
+	startService(t, buildService(t), dbURL, src, "-wal-dir", dir)
+
+	cmd := exec.Command(buildService(t), "-addr", freeAddr(t), "-src", src, "-db", dbURL, "-wal-dir", dir)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("second instance: %v, want exit status 1\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "in use by another process") {
+		t.Errorf("second instance said %q, want it to name the locked directory", out)
+	}
 }

@@ -87,6 +87,9 @@ type Options struct {
 	// RetryInterval is how long a degraded log waits before it tries a new
 	// segment again; default 5s.
 	RetryInterval time.Duration
+	// StatsInterval is how often Run logs what it did, when it did anything;
+	// default 10s.
+	StatsInterval time.Duration
 	// KeepFor, if positive, is how long a segment is kept after its newest
 	// record: Run deletes older ones every second. The service passes its
 	// TTL, after which the rows those callbacks would write are deleted
@@ -141,6 +144,7 @@ type Stats struct {
 	Syncs     int64         // group commits (one write and one fdatasync each)
 	Bytes     int64         // bytes synced
 	SyncTime  time.Duration // time spent in write+fdatasync
+	SyncMax   time.Duration // the longest write+fdatasync
 	Failures  int64         // failed writes or syncs
 	Replayed  int64         // records read back by Replay
 	Corrupt   int64         // records skipped for a bad checksum or length
@@ -171,6 +175,9 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 	}
 	if opt.FS == nil {
 		opt.FS = osFS{}
+	}
+	if opt.StatsInterval <= 0 {
+		opt.StatsInterval = 10 * time.Second
 	}
 	if opt.NowFunc == nil {
 		opt.NowFunc = time.Now
@@ -448,10 +455,19 @@ func (l *Log) Run(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	statsTick := time.NewTicker(l.opt.StatsInterval)
+	defer statsTick.Stop()
+	var last Stats
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-statsTick.C:
+			if s := l.Stats(); s.Appended != last.Appended || s.Degraded || s.Reclaimed != last.Reclaimed {
+				l.logStats(ctx, s, last)
+				last = s
+			}
+			continue
 		case <-tick:
 			if _, err := l.Reclaim(l.opt.NowFunc().Add(-l.opt.KeepFor)); err != nil {
 				l.log.WarnContext(ctx, "reclaim intake log", "err", err)
@@ -521,6 +537,7 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) error {
 	l.stats.Syncs++
 	l.stats.Bytes += int64(len(buf))
 	l.stats.SyncTime += took
+	l.stats.SyncMax = max(l.stats.SyncMax, took)
 	full := cur.size >= l.opt.SegmentBytes
 	l.mu.Unlock()
 	if full {
@@ -645,6 +662,21 @@ func (l *Log) Reclaim(cutoff time.Time) (int64, error) {
 	l.stats.Reclaimed += int64(len(drop) - len(errs))
 	l.mu.Unlock()
 	return freed, errors.Join(errs...)
+}
+
+// logStats logs what happened since last: the group commits, their mean
+// size and sync time, and what the log holds.
+func (l *Log) logStats(ctx context.Context, s, last Stats) {
+	syncs := s.Syncs - last.Syncs
+	var perSync float64
+	var mean time.Duration
+	if syncs > 0 {
+		perSync = float64(s.Appended-last.Appended) / float64(syncs)
+		mean = (s.SyncTime - last.SyncTime) / time.Duration(syncs)
+	}
+	l.log.InfoContext(ctx, "intake log stats",
+		"appended", s.Appended, "syncs", s.Syncs, "per_sync", perSync, "sync_mean", mean, "sync_max", s.SyncMax,
+		"bytes", s.Bytes, "on_disk", s.OnDisk, "reclaimed", s.Reclaimed, "failures", s.Failures, "degraded", s.Degraded)
 }
 
 // Stats returns the counters.
