@@ -117,7 +117,7 @@ type Log struct {
 	log  *slog.Logger
 	lock *os.File // holds the directory's flock
 
-	requests chan *request // Append to Run
+	requests chan *request // Append to Run; buffered, so a sender never waits for the writer to come round
 
 	mu         sync.Mutex // guards the fields below
 	segments   []*segment // oldest first; the last one is being written, once Run has started
@@ -189,7 +189,7 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request)}
+	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request, 4096)}
 	if err := l.scan(); err != nil {
 		_ = lock.Close()
 		return nil, err
