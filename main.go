@@ -87,10 +87,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// in memory until written, as the log's README section says.
 	var (
 		journal    *wal.Log
-		journalOpt ingest.Journal // stays a nil interface without the log
+		journalOpt ingest.Journal   // stays a nil interface without the log
+		pipe       *ingest.Pipeline // assigned below, before the log's Run asks it anything
 	)
 	if cfg.WALDir != "" {
-		if journal, err = wal.Open(cfg.WALDir, log, wal.Options{MaxBytes: int64(cfg.WALMaxBytes), KeepFor: cfg.TTL}); err != nil {
+		// Segments go once the pipeline has settled what they hold, or
+		// once older than the TTL, when their rows would be swept anyway.
+		if journal, err = wal.Open(cfg.WALDir, log, wal.Options{
+			MaxBytes:    int64(cfg.WALMaxBytes),
+			KeepFor:     cfg.TTL,
+			SettledFunc: func() time.Time { return pipe.SettledBefore() },
+		}); err != nil {
 			return err
 		}
 		defer journal.Close()
@@ -98,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout)
-	pipe := ingest.New(log, src, db, ingest.Options{
+	pipe = ingest.New(log, src, db, ingest.Options{
 		Journal:       journalOpt,
 		Workers:       cfg.Workers,
 		MinLookups:    cfg.MinLookups,

@@ -57,8 +57,12 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 				}
 				continue
 			}
-			if t, dup := unwritten[s.ID]; !dup || s.Received.After(t) {
+			t, dup := unwritten[s.ID]
+			if !dup || s.Received.After(t) {
 				unwritten[s.ID] = s.Received
+			}
+			if dup {
+				p.rowsPending.Add(-1) // merged: the row already pending writes it
 			}
 			if len(unwritten) >= p.opt.BatchSize && ready() {
 				flush()
@@ -109,6 +113,7 @@ func (p *Pipeline) flush(ctx context.Context, unwritten map[int64]time.Time) err
 			delete(unwritten, s.ID)
 		}
 		p.stats.written.Add(int64(len(batch)))
+		p.rowsPending.Add(-int64(len(batch)))
 	}
 	return nil
 }

@@ -67,6 +67,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			return
 		}
 		p.nWaiting.Store(int64(c.waiting()))
+		p.noteSettled(c)
 	}
 }
 

@@ -184,6 +184,14 @@ type Pipeline struct {
 
 	lim      *limiter     // how many upstream requests may be in flight
 	nWaiting atomic.Int64 // len(coalescer.waiting), published by the dispatcher for Enqueue
+
+	// What SettledBefore needs: callbacks between Enqueue (or Restore) and
+	// the receipts channel, sightings sent to the writer and not yet
+	// written, and the last moment all of it was zero with nothing queued
+	// or looked up (Unix ns).
+	inTransit   atomic.Int64
+	rowsPending atomic.Int64
+	settledAt   atomic.Int64
 	behind   atomic.Bool  // the writer holds rows a failed write could not store
 	stats    counters
 }
@@ -215,6 +223,8 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 // repeats in place (see dedupe) and keeps the slice, so the caller must not
 // use it afterwards.
 func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time) error {
+	p.inTransit.Add(1)
+	defer p.inTransit.Add(-1)
 	n := len(ids)
 	ids = dedupe(ids)
 	if err := p.admit(ids); err != nil {
@@ -269,6 +279,8 @@ func (p *Pipeline) admit(ids []int64) error {
 // waiting while the queue is full; it does not journal it again. It returns
 // ErrClosed after Close and ctx's error if ctx ends first.
 func (p *Pipeline) Restore(ctx context.Context, ids []int64, received time.Time) error {
+	p.inTransit.Add(1)
+	defer p.inTransit.Add(-1)
 	ids = dedupe(ids)
 	if len(ids) == 0 {
 		return nil
@@ -303,6 +315,34 @@ func (p *Pipeline) Accepting() bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return !p.closed
+}
+
+// SettledBefore returns a moment before which every callback that Enqueue
+// or Restore took has been settled: looked up and written, or found offline,
+// refused, or given up. The journal may delete what it holds from before
+// then. It is the last moment the pipeline was seen with nothing queued,
+// nothing looked up and nothing waiting to be written, and nothing between
+// Enqueue and the queue; under continuous load it may stay old, and the
+// journal falls back on its TTL. The zero time means never.
+func (p *Pipeline) SettledBefore() time.Time {
+	ns := p.settledAt.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// noteSettled records now as settled if the pipeline is idle. The
+// dispatcher calls it; now is taken before the checks, so a callback whose
+// Enqueue began before now is either counted in them or done.
+func (p *Pipeline) noteSettled(c *coalescer) {
+	if !c.idle() {
+		return
+	}
+	now := time.Now()
+	if len(p.receipts) == 0 && p.inTransit.Load() == 0 && p.rowsPending.Load() == 0 {
+		p.settledAt.Store(now.UnixNano())
+	}
 }
 
 // WritesBehind reports whether the writer holds rows that a failed write

@@ -548,3 +548,46 @@ func TestRestore(t *testing.T) {
 		}
 	})
 }
+
+// SettledBefore moves only when everything taken has been looked up and
+// written: not while a lookup is in flight, nor while rows wait for a
+// database that refuses them.
+func TestSettledBefore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		down := true
+		u := &fakeUpserter{UpsertObjectsFunc: func(context.Context, []Sighting) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if down {
+				return errors.New("connection refused")
+			}
+			return nil
+		}}
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}, u, Options{})
+		wait := start(t, t.Context(), p)
+		if got := p.SettledBefore(); !got.IsZero() {
+			t.Fatalf("SettledBefore = %v before anything, want the zero time", got)
+		}
+		must(t, p.Enqueue(context.Background(), []int64{2, 3}, time.Now()))
+		time.Sleep(time.Second) // lookups in flight
+		if got := p.SettledBefore(); !got.IsZero() {
+			t.Errorf("SettledBefore = %v with lookups in flight, want the zero time", got)
+		}
+		time.Sleep(5 * time.Second) // looked up; the write of 2 keeps failing
+		if got := p.SettledBefore(); !got.IsZero() {
+			t.Errorf("SettledBefore = %v with a row unwritten, want the zero time", got)
+		}
+		mu.Lock()
+		down = false
+		mu.Unlock()
+		time.Sleep(10 * time.Second)
+		written := time.Now()
+		must(t, p.Enqueue(context.Background(), []int64{5}, time.Now())) // an odd ID: settled by its lookup
+		time.Sleep(3 * time.Second)
+		if got := p.SettledBefore(); got.Before(written) {
+			t.Errorf("SettledBefore = %v, want at or after %v once everything is written", got, written)
+		}
+		must(t, wait())
+	})
+}

@@ -57,6 +57,7 @@ func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- Sighting
 		// The writer reads sightings until they are closed, which happens
 		// only after every worker has returned, so this send cannot block
 		// forever.
+		p.rowsPending.Add(1) // before the send, so SettledBefore never misses it
 		sightings <- Sighting{ID: j.id, Received: j.received}
 	}
 	return o

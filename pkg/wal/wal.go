@@ -90,6 +90,14 @@ type Options struct {
 	// StatsInterval is how often Run logs what it did, when it did anything;
 	// default 10s.
 	StatsInterval time.Duration
+	// SegmentAge starts a new segment once the current one has held data
+	// this long, so that what is settled can be deleted soon even at a
+	// trickle of callbacks; default 10s.
+	SegmentAge time.Duration
+	// SettledFunc, if set, returns a moment before which every callback
+	// appended is settled (looked up and written, or moot): Run deletes
+	// every closed segment whose last commit came before it.
+	SettledFunc func() time.Time
 	// KeepFor, if positive, is how long a segment is kept after its newest
 	// record: Run deletes older ones every second. The service passes its
 	// TTL, after which the rows those callbacks would write are deleted
@@ -122,6 +130,7 @@ type Log struct {
 	mu         sync.Mutex // guards the fields below
 	segments   []*segment // oldest first; the last one is being written, once Run has started
 	replayable int        // segments[:replayable] were there at Open
+	replayedAt time.Time  // when Replay finished them all; zero until it has
 	total      int64      // bytes in all segments
 	degraded   error      // the last write failure while degraded, or nil
 	closed     bool
@@ -131,11 +140,13 @@ type Log struct {
 
 // segment is one file of the log.
 type segment struct {
-	index  uint64
-	path   string
-	size   int64
-	newest time.Time // the newest receipt in it; zero if none
-	file   File      // open while it is being written
+	index     uint64
+	path      string
+	size      int64
+	newest    time.Time // the newest receipt in it; zero if none
+	opened    time.Time // when this process opened it for writing; zero for older ones
+	committed time.Time // the end of its last commit by this process; zero for older ones
+	file      File      // open while it is being written
 }
 
 // Stats counts what the log has done since Open.
@@ -178,6 +189,9 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 	}
 	if opt.StatsInterval <= 0 {
 		opt.StatsInterval = 10 * time.Second
+	}
+	if opt.SegmentAge <= 0 {
+		opt.SegmentAge = 10 * time.Second
 	}
 	if opt.NowFunc == nil {
 		opt.NowFunc = time.Now
@@ -292,6 +306,9 @@ func (l *Log) Replay(fn func(Record) error) error {
 			return err
 		}
 	}
+	l.mu.Lock()
+	l.replayedAt = l.opt.NowFunc()
+	l.mu.Unlock()
 	return nil
 }
 
@@ -448,9 +465,9 @@ func (l *Log) Run(ctx context.Context) error {
 	var (
 		batch []*request
 		buf   []byte
-		tick  <-chan time.Time // nil without KeepFor: no reclaiming by age
+		tick  <-chan time.Time // nil without KeepFor or SettledFunc: no reclaiming
 	)
-	if l.opt.KeepFor > 0 {
+	if l.opt.KeepFor > 0 || l.opt.SettledFunc != nil {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		tick = t.C
@@ -469,7 +486,7 @@ func (l *Log) Run(ctx context.Context) error {
 			}
 			continue
 		case <-tick:
-			if _, err := l.Reclaim(l.opt.NowFunc().Add(-l.opt.KeepFor)); err != nil {
+			if err := l.reclaim(); err != nil {
 				l.log.WarnContext(ctx, "reclaim intake log", "err", err)
 			}
 			continue
@@ -538,7 +555,8 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) error {
 	l.stats.Bytes += int64(len(buf))
 	l.stats.SyncTime += took
 	l.stats.SyncMax = max(l.stats.SyncMax, took)
-	full := cur.size >= l.opt.SegmentBytes
+	cur.committed = l.opt.NowFunc()
+	full := cur.size >= l.opt.SegmentBytes || cur.committed.Sub(cur.opened) >= l.opt.SegmentAge
 	l.mu.Unlock()
 	if full {
 		if err := l.rotate(); err != nil {
@@ -591,7 +609,7 @@ func (l *Log) rotate() error {
 		return fmt.Errorf("sync %s: %w", l.dir, err)
 	}
 	l.mu.Lock()
-	l.segments = append(l.segments, &segment{index: index, path: path, file: f})
+	l.segments = append(l.segments, &segment{index: index, path: path, file: f, opened: l.opt.NowFunc()})
 	l.mu.Unlock()
 	return nil
 }
@@ -633,14 +651,49 @@ func (l *Log) recover() {
 	l.log.Info("intake log recovered")
 }
 
+// reclaim deletes the segments that are settled (SettledFunc) or older than
+// KeepFor.
+func (l *Log) reclaim() error {
+	var settled, old time.Time
+	if l.opt.SettledFunc != nil {
+		settled = l.opt.SettledFunc()
+	}
+	if l.opt.KeepFor > 0 {
+		old = l.opt.NowFunc().Add(-l.opt.KeepFor)
+	}
+	l.mu.Lock()
+	replayed := l.replayedAt
+	l.mu.Unlock()
+	_, err := l.drop(func(s *segment) bool {
+		// A segment this process wrote is settled once its last commit
+		// came before the settled moment. One from before the start holds
+		// callbacks that Replay handed over (they are not journaled again):
+		// it is settled once the whole replay is.
+		switch {
+		case s.newest.Before(old):
+			return true
+		case s.committed.IsZero():
+			return !replayed.IsZero() && replayed.Before(settled)
+		default:
+			return s.committed.Before(settled)
+		}
+	})
+	return err
+}
+
 // Reclaim deletes every segment but the one being written whose newest
 // record was received before cutoff, and reports how many bytes it freed.
 func (l *Log) Reclaim(cutoff time.Time) (int64, error) {
+	return l.drop(func(s *segment) bool { return s.newest.Before(cutoff) })
+}
+
+// drop deletes the closed segments for which gone reports true.
+func (l *Log) drop(gone func(*segment) bool) (int64, error) {
 	l.mu.Lock()
 	var drop []*segment
 	keep := l.segments[:0]
 	for i, s := range l.segments {
-		if i < len(l.segments)-1 && s.file == nil && s.newest.Before(cutoff) {
+		if i < len(l.segments)-1 && s.file == nil && gone(s) {
 			drop = append(drop, s)
 			continue
 		}

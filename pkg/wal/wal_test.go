@@ -398,3 +398,49 @@ func TestUnwritableDirectory(t *testing.T) {
 		t.Errorf("Append = %v, want ErrDegraded with EACCES", err)
 	}
 }
+
+// Segments go once the pipeline has settled what they hold: those written
+// by this process when their last commit came before the settled moment,
+// those replayed once the whole replay is settled. The one being written
+// stays.
+func TestReclaimSettled(t *testing.T) {
+	dir := t.TempDir()
+	l, stop := running(t, dir, Options{SegmentAge: time.Nanosecond}) // a segment per commit
+	for i := range 3 {
+		if err := appendRec(t.Context(), l, rec(int64(i+1), int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+
+	var settledNS atomic.Int64 // Run's ticker reads it too
+	l, _ = running(t, dir, Options{SegmentAge: time.Nanosecond, SettledFunc: func() time.Time { return time.Unix(0, settledNS.Load()) }})
+	if err := appendRec(t.Context(), l, rec(10, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := appendRec(t.Context(), l, rec(11, 11)); err != nil {
+		t.Fatal(err)
+	}
+	files := func() int { return len(segmentFiles(t, dir)) }
+	before := files()
+	if err := l.reclaim(); err != nil || files() != before {
+		t.Fatalf("reclaim with nothing settled: %v, %d -> %d files, want none deleted", err, before, files())
+	}
+	settledNS.Store(time.Now().UnixNano())
+	if err := l.reclaim(); err != nil {
+		t.Fatal(err)
+	}
+	if got := files(); got != before-2 {
+		t.Errorf("files = %d after settling, want %d: this process's closed segments gone, the replayed ones kept until the replay is settled", got, before-2)
+	}
+	if err := l.Replay(func(Record) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	settledNS.Store(time.Now().Add(time.Second).UnixNano())
+	if err := l.reclaim(); err != nil {
+		t.Fatal(err)
+	}
+	if got := files(); got != 1 {
+		t.Errorf("files = %d after the replay is settled, want only the one being written", got)
+	}
+}
