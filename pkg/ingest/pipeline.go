@@ -192,8 +192,8 @@ type Pipeline struct {
 	inTransit   atomic.Int64
 	rowsPending atomic.Int64
 	settledAt   atomic.Int64
-	behind   atomic.Bool  // the writer holds rows a failed write could not store
-	stats    counters
+	behind      atomic.Bool // the writer holds rows a failed write could not store
+	stats       counters
 }
 
 // New returns a pipeline that looks IDs up with src and writes them with u.
