@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -243,20 +244,13 @@ func TestPipelineRecoversWorkerPanic(t *testing.T) {
 
 func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		down := true
-		var attempts int
+		db := &database{down: true}
+		var attempts atomic.Int32
 		u := &fakeUpserter{UpsertObjectsFunc: func(ctx context.Context, s []Sighting) error {
-			mu.Lock()
-			defer mu.Unlock()
-			attempts++
-			if attempts == 2 {
+			if attempts.Add(1) == 2 {
 				panic("driver bug") // a panic is a failure like any other
 			}
-			if down {
-				return errors.New("connection refused")
-			}
-			return nil
+			return db.upsert(ctx, s)
 		}}
 		f := &fakeSource{OnlineFunc: evenOnline(100 * time.Millisecond)}
 		p := New(logtest.Discard(), f, u, Options{Workers: 8, BatchSize: 10})
@@ -274,9 +268,7 @@ func TestWriterKeepsRowsWhileDatabaseFails(t *testing.T) {
 			must(t, p.Enqueue(context.Background(), ids, newest))
 			time.Sleep(2 * time.Second)
 		}
-		mu.Lock()
-		down = false
-		mu.Unlock()
+		db.set(false)
 		must(t, wait())
 
 		rows := u.Rows()
@@ -408,16 +400,8 @@ func TestWriterKeepsNewestPerID(t *testing.T) {
 
 func TestWritesBehind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		down := true
-		u := &fakeUpserter{UpsertObjectsFunc: func(context.Context, []Sighting) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if down {
-				return errors.New("connection refused")
-			}
-			return nil
-		}}
+		db := &database{down: true}
+		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
 		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{})
 		wait := start(t, t.Context(), p)
 		must(t, p.Enqueue(context.Background(), []int64{2}, time.Now()))
@@ -425,9 +409,7 @@ func TestWritesBehind(t *testing.T) {
 		if !p.WritesBehind() {
 			t.Error("WritesBehind = false while writes fail, want true")
 		}
-		mu.Lock()
-		down = false
-		mu.Unlock()
+		db.set(false)
 		time.Sleep(10 * time.Second)
 		if p.WritesBehind() {
 			t.Error("WritesBehind = true after a successful write, want false")
@@ -554,16 +536,8 @@ func TestRestore(t *testing.T) {
 // database that refuses them.
 func TestSettledBefore(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		down := true
-		u := &fakeUpserter{UpsertObjectsFunc: func(context.Context, []Sighting) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if down {
-				return errors.New("connection refused")
-			}
-			return nil
-		}}
+		db := &database{down: true}
+		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
 		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}, u, Options{})
 		wait := start(t, t.Context(), p)
 		if got := p.SettledBefore(); !got.IsZero() {
@@ -578,9 +552,7 @@ func TestSettledBefore(t *testing.T) {
 		if got := p.SettledBefore(); !got.IsZero() {
 			t.Errorf("SettledBefore = %v with a row unwritten, want the zero time", got)
 		}
-		mu.Lock()
-		down = false
-		mu.Unlock()
+		db.set(false)
 		time.Sleep(10 * time.Second)
 		written := time.Now()
 		must(t, p.Enqueue(context.Background(), []int64{5}, time.Now())) // an odd ID: settled by its lookup
@@ -590,4 +562,26 @@ func TestSettledBefore(t *testing.T) {
 		}
 		must(t, wait())
 	})
+}
+
+// database is the state of a fake database that tests bring down and up.
+type database struct {
+	mu   sync.Mutex
+	down bool // guarded by mu
+}
+
+func (d *database) set(down bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.down = down
+}
+
+// upsert fails while the database is down.
+func (d *database) upsert(context.Context, []Sighting) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.down {
+		return errors.New("connection refused")
+	}
+	return nil
 }

@@ -6,27 +6,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"callback/pkg/ingest"
-	"callback/pkg/pgtest"
-	"callback/pkg/store"
 )
-
-// benchStore is newStore for benchmarks.
-func benchStore(b *testing.B) (*store.Postgres, *pgxpool.Pool) {
-	b.Helper()
-	pool, err := pgxpool.New(context.Background(), pgtest.NewDB(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
-	s := store.New(pool)
-	if err := s.EnsureSchema(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	return s, pool
-}
 
 // batch returns n sightings with IDs from base, all received at at.
 func batch(base int64, n int, at time.Time) []ingest.Sighting {
@@ -43,7 +25,7 @@ func batch(base int64, n int, at time.Time) []ingest.Sighting {
 // table (COPY cannot upsert), the fastest way in: the writer's reference.
 // Both report rows/s.
 func BenchmarkUpsert(b *testing.B) {
-	s, _ := benchStore(b)
+	s, _ := newStore(b)
 	ctx := context.Background()
 	const n = 1000
 	at := time.Now()
@@ -60,7 +42,7 @@ func BenchmarkUpsert(b *testing.B) {
 }
 
 func BenchmarkCopyFrom(b *testing.B) {
-	_, pool := benchStore(b)
+	_, pool := newStore(b)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `CREATE TABLE objects_copy (LIKE objects INCLUDING ALL)`); err != nil {
 		b.Fatal(err)
@@ -84,7 +66,7 @@ func BenchmarkCopyFrom(b *testing.B) {
 // BenchmarkSweep deletes 1,000,000 stale rows the way the sweeper does:
 // 5,000-row statements until one comes back short.
 func BenchmarkSweep(b *testing.B) {
-	s, pool := benchStore(b)
+	s, pool := newStore(b)
 	ctx := context.Background()
 	for b.Loop() {
 		b.StopTimer()

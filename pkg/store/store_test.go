@@ -20,7 +20,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // newStore returns a store on a fresh database with the real schema applied.
-func newStore(t *testing.T) (*store.Postgres, *pgxpool.Pool) {
+func newStore(t testing.TB) (*store.Postgres, *pgxpool.Pool) {
 	t.Helper()
 	pool, err := pgxpool.New(t.Context(), pgtest.NewDB(t))
 	if err != nil {
