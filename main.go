@@ -28,6 +28,7 @@ import (
 	"callback/pkg/expiry"
 	"callback/pkg/ingest"
 	"callback/pkg/lifecycle"
+	"callback/pkg/metrics"
 	"callback/pkg/objects"
 	"callback/pkg/store"
 	"callback/pkg/wal"
@@ -82,6 +83,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer pool.Close()
 	db := store.New(pool)
 
+	// Metrics: the histograms are fed by the parts as things happen; the
+	// rest is read from the parts at every scrape (Watch, below).
+	m := metrics.New()
+
 	// The intake log: every callback is synced there before its 202 and
 	// replayed after a restart (see replay). Without -wal-dir, callbacks live
 	// in memory until written, as the log's README section says.
@@ -94,9 +99,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// Segments go once the pipeline has settled what they hold, or
 		// once older than the TTL, when their rows would be swept anyway.
 		if journal, err = wal.Open(cfg.WALDir, log, wal.Options{
-			MaxBytes:    int64(cfg.WALMaxBytes),
-			KeepFor:     cfg.TTL,
-			SettledFunc: func() time.Time { return pipe.SettledBefore() },
+			MaxBytes:        int64(cfg.WALMaxBytes),
+			KeepFor:         cfg.TTL,
+			SettledFunc:     func() time.Time { return pipe.SettledBefore() },
+			ObserveSyncFunc: metrics.ObserveFunc(m.WALSync),
 		}); err != nil {
 			return err
 		}
@@ -106,16 +112,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout)
 	pipe = ingest.New(log, src, db, ingest.Options{
-		Journal:       journalOpt,
-		Workers:       cfg.Workers,
-		MinLookups:    cfg.MinLookups,
-		QueueSize:     cfg.QueueSize,
-		MaxWaiting:    cfg.MaxPending,
-		BatchSize:     cfg.BatchSize,
-		FlushInterval: cfg.FlushInterval,
-		DBTimeout:     cfg.DBTimeout,
-		TTL:           cfg.TTL,
-		StatsInterval: cfg.StatsInterval,
+		Journal:           journalOpt,
+		ObserveLookupFunc: metrics.ObserveFunc(m.LookupDuration),
+		ObserveWriteFunc:  metrics.ObserveFunc(m.WriteDuration),
+		Workers:           cfg.Workers,
+		MinLookups:        cfg.MinLookups,
+		QueueSize:         cfg.QueueSize,
+		MaxWaiting:        cfg.MaxPending,
+		BatchSize:         cfg.BatchSize,
+		FlushInterval:     cfg.FlushInterval,
+		DBTimeout:         cfg.DBTimeout,
+		TTL:               cfg.TTL,
+		StatsInterval:     cfg.StatsInterval,
 	})
 	sweeper := expiry.New(log, db, expiry.Options{
 		TTL:      cfg.TTL,
@@ -127,8 +135,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// delete objects that were in fact seen (see Pipeline.WritesBehind).
 	sweeper.PauseFunc = pipe.WritesBehind
 
+	m.Watch(metrics.Sources{Pipeline: pipe, Journal: journal, Sweeper: sweeper, Pool: func() metrics.PoolStats {
+		st := pool.Stat()
+		return metrics.PoolStats{
+			Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Total: st.TotalConns(), Max: st.MaxConns(),
+			Acquires: st.AcquireCount(), AcquireWait: st.AcquireDuration(),
+		}
+	}})
+
 	mux := http.NewServeMux()
-	addRoutes(mux, log, pipe, journal)
+	addRoutes(mux, log, pipe, journal, m)
 	srv := &http.Server{
 		Handler: callback.Recover(log, mux),
 		// A slow or stuck client must not hold a connection: headers within
@@ -232,9 +248,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // addRoutes is the whole HTTP surface. journal may be nil.
-func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, journal *wal.Log) {
+func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, journal *wal.Log, m *metrics.Metrics) {
 	// Not "POST /callback": other methods must get our JSON 405, not the mux's text.
-	mux.Handle("/callback", callback.NewHandler(log, pipe))
+	mux.Handle("/callback", m.CountRequests(callback.NewHandler(log, pipe)))
+	// metrics: Prometheus's text format, for a scraper.
+	mux.Handle("GET /metrics", m.Handler())
 	// healthz: the process answers. It does no I/O.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)

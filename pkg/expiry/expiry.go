@@ -6,6 +6,7 @@ package expiry
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,9 +39,10 @@ type Options struct {
 
 // Sweeper periodically deletes stale objects in bounded batches.
 type Sweeper struct {
-	log *slog.Logger
-	del Deleter
-	opt Options
+	log     *slog.Logger
+	del     Deleter
+	opt     Options
+	deleted atomic.Int64 // rows deleted since New
 	// NowFunc is the clock; tests replace it. Defaults to time.Now.
 	NowFunc func() time.Time
 	// PauseFunc, if set, is asked before each sweep; while it reports true
@@ -86,6 +88,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 		case n > 0:
 			s.log.InfoContext(ctx, "deleted stale objects", "count", n)
 		}
+		s.deleted.Add(n)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -93,6 +96,9 @@ func (s *Sweeper) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Deleted returns how many rows Run's sweeps have deleted.
+func (s *Sweeper) Deleted() int64 { return s.deleted.Load() }
 
 // Sweep deletes every row older than the TTL, in batches, until a batch comes
 // back short. It returns how many rows it deleted, also when it fails midway.

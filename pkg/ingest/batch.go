@@ -71,6 +71,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 			if len(unwritten) > 0 && ready() {
 				flush()
 			}
+			p.oldestRow.Store(oldest(unwritten))
 		case <-retry:
 			retry = nil
 			flush()
@@ -92,6 +93,17 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 		p.stats.abandoned.Add(int64(len(unwritten)))
 		p.log.ErrorContext(ctx, "final write failed, abandoning rows", "count", len(unwritten), "err", err)
 	}
+}
+
+// oldest returns the oldest receipt time (Unix ns) in unwritten, or 0.
+func oldest(unwritten map[int64]time.Time) int64 {
+	var min int64
+	for _, t := range unwritten {
+		if ns := t.UnixNano(); min == 0 || ns < min {
+			min = ns
+		}
+	}
+	return min
 }
 
 // flush writes unwritten in statements of at most BatchSize rows and removes
@@ -129,5 +141,8 @@ func (p *Pipeline) upsert(ctx context.Context, batch []Sighting) (err error) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, p.opt.DBTimeout)
 	defer cancel()
+	if f := p.opt.ObserveWriteFunc; f != nil {
+		defer func(start time.Time) { f(time.Since(start)) }(time.Now())
+	}
 	return p.up.UpsertObjects(ctx, batch)
 }

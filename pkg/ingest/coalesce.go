@@ -35,6 +35,7 @@ type coalescer struct {
 // since the in-flight lookup began.
 type entry struct {
 	received int64 // Unix nanoseconds
+	started  int64 // while flying: the in-flight job's receipt time
 	flying   bool
 }
 
@@ -79,7 +80,7 @@ func (c *coalescer) start() {
 	if len(c.order) == 0 {
 		c.order = nil // let the drained backing array go
 	}
-	c.ids[id] = entry{flying: true}
+	c.ids[id] = entry{flying: true, started: c.ids[id].received}
 	c.nWaiting--
 }
 
@@ -109,3 +110,20 @@ func (c *coalescer) idle() bool { return len(c.ids) == 0 }
 
 // owed counts the lookups not yet started: waiting IDs and follow-ups.
 func (c *coalescer) owed() int { return c.nWaiting + c.nFollow }
+
+// oldest returns the oldest receipt time (Unix ns) any entry stands for, or
+// 0: a waiting entry's, or a flying entry's job's. It walks every entry, so
+// the dispatcher calls it once a second, not per callback.
+func (c *coalescer) oldest() int64 {
+	var min int64
+	for _, e := range c.ids {
+		t := e.received
+		if e.flying {
+			t = e.started
+		}
+		if t != 0 && (min == 0 || t < min) {
+			min = t
+		}
+	}
+	return min
+}

@@ -17,6 +17,8 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 	receipts := (<-chan receipt)(p.receipts)
 	tick := time.NewTicker(p.opt.StatsInterval)
 	defer tick.Stop()
+	second := time.NewTicker(time.Second)
+	defer second.Stop()
 	var (
 		last    Stats
 		permit  bool            // a permit taken for next, not yet handed over
@@ -54,6 +56,8 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 		case <-freedUp:
 		case o := <-outcomes:
 			c.finish(o)
+		case <-second.C:
+			p.oldestQueued.Store(c.oldest())
 		case <-tick.C:
 			if s := p.Stats(); s != last {
 				last = s

@@ -113,6 +113,10 @@ type Options struct {
 	// NowFunc is the limiter's clock; tests replace it. Nil means time.Now.
 	NowFunc func() time.Time
 
+	// ObserveLookupFunc, if set, is told how long each upstream request
+	// took, and ObserveWriteFunc how long each batch upsert took (metrics).
+	ObserveLookupFunc, ObserveWriteFunc func(time.Duration)
+
 	// Journal, if set, makes every callback durable before Enqueue returns.
 	// Nil keeps callbacks in memory only: a crash loses what is not written.
 	Journal Journal
@@ -192,8 +196,13 @@ type Pipeline struct {
 	inTransit   atomic.Int64
 	rowsPending atomic.Int64
 	settledAt   atomic.Int64
-	behind      atomic.Bool // the writer holds rows a failed write could not store
-	stats       counters
+
+	// The oldest receipt (Unix ns, 0: none) among the coalescer's entries,
+	// published by the dispatcher, and among the writer's unwritten rows,
+	// published by the writer: OldestUnwritten.
+	oldestQueued, oldestRow atomic.Int64
+	behind                  atomic.Bool // the writer holds rows a failed write could not store
+	stats                   counters
 }
 
 // New returns a pipeline that looks IDs up with src and writes them with u.
@@ -315,6 +324,28 @@ func (p *Pipeline) Accepting() bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return !p.closed
+}
+
+// Lookups returns the adaptive limit and the upstream requests in flight.
+func (p *Pipeline) Lookups() (limit, inFlight int) { return p.lim.snapshot() }
+
+// Waiting returns the distinct IDs waiting for a lookup.
+func (p *Pipeline) Waiting() int { return int(p.nWaiting.Load()) }
+
+// OldestUnwritten returns the receipt time of the oldest callback whose IDs
+// are still waiting, being looked up or waiting to be written, or the zero
+// time if there is none. It is refreshed every second or so.
+func (p *Pipeline) OldestUnwritten() time.Time {
+	oldest := int64(0)
+	for _, v := range []int64{p.oldestQueued.Load(), p.oldestRow.Load()} {
+		if v != 0 && (oldest == 0 || v < oldest) {
+			oldest = v
+		}
+	}
+	if oldest == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, oldest)
 }
 
 // SettledBefore returns a moment before which every callback that Enqueue

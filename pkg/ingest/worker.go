@@ -74,7 +74,11 @@ func (p *Pipeline) lookup(ctx context.Context, j job, pm *permit) (online, ok bo
 			p.stats.abandoned.Add(1)
 			return false, false
 		}
+		start := time.Now()
 		online, err := p.src.Online(ctx, j.id)
+		if f := p.opt.ObserveLookupFunc; f != nil {
+			f(time.Since(start))
+		}
 		pm.release(classify(err))
 		if err == nil {
 			return online, true

@@ -87,6 +87,9 @@ type Options struct {
 	// RetryInterval is how long a degraded log waits before it tries a new
 	// segment again; default 5s.
 	RetryInterval time.Duration
+	// ObserveSyncFunc, if set, is told how long each group commit's write
+	// and sync took (metrics).
+	ObserveSyncFunc func(time.Duration)
 	// StatsInterval is how often Run logs what it did, when it did anything;
 	// default 10s.
 	StatsInterval time.Duration
@@ -543,6 +546,9 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) error {
 		}
 	}
 	took := l.opt.NowFunc().Sub(start)
+	if f := l.opt.ObserveSyncFunc; f != nil {
+		f(took)
+	}
 	l.mu.Lock()
 	cur := l.segments[len(l.segments)-1]
 	cur.size += int64(len(buf))
