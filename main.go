@@ -17,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -143,8 +144,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}})
 
+	// draining is set once the service has decided to stop: /readyz
+	// answers 503 from then on, while the listener still takes callbacks
+	// for -shutdown-delay, so a load balancer moves senders away first.
+	var draining atomic.Bool
 	mux := http.NewServeMux()
-	addRoutes(mux, log, pipe, journal, m)
+	addRoutes(mux, log, pipe, journal, m, &draining)
 	srv := &http.Server{
 		Handler: callback.Recover(log, mux),
 		// A slow or stuck client must not hold a connection: headers within
@@ -225,15 +230,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Error("a part stopped on its own, shutting down", "drain_timeout", cfg.DrainTimeout.String())
 	}
 
-	// Stop: http (no new callbacks), pipeline (drain the queue, write the
-	// last batch), upkeep; the pool closes last, deferred above. The drain
-	// gets a fresh context: the signal context is already cancelled.
-	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
-	defer cancel()
-	// A second signal means "now": abandon the drain as the deadline would.
-	// The pipeline logs how many IDs that abandons.
+	// Not ready from here on; callbacks are still taken for the delay.
+	draining.Store(true)
+	// A second signal means "now": skip the delay and abandon the drain as
+	// the deadline would. The pipeline logs how many IDs that abandons.
 	force, stopForce := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopForce()
+	select {
+	case <-time.After(cfg.ShutdownDelay):
+	case <-force.Done():
+	case <-parts.Ended(): // a part failed: nothing to wait for
+	}
+
+	// Stop: http (no new callbacks), pipeline (drain the queue, write the
+	// last batch), upkeep, the intake log; the pool closes last, deferred
+	// above. The drain gets a fresh context: the signal context is already
+	// cancelled.
+	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
+	defer cancel()
 	stopOnForce := context.AfterFunc(force, func() {
 		log.Warn("second signal, abandoning the drain")
 		parts.Abandon()
@@ -248,7 +262,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // addRoutes is the whole HTTP surface. journal may be nil.
-func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, journal *wal.Log, m *metrics.Metrics) {
+func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, journal *wal.Log, m *metrics.Metrics, draining *atomic.Bool) {
 	// Not "POST /callback": other methods must get our JSON 405, not the mux's text.
 	mux.Handle("/callback", m.CountRequests(callback.NewHandler(log, pipe)))
 	// metrics: Prometheus's text format, for a scraper.
@@ -264,7 +278,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, jour
 	// database outage, and pulling every replica for a blip would turn it
 	// into missed callbacks.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !pipe.Accepting() || (journal != nil && journal.Degraded()) {
+		if draining.Load() || !pipe.Accepting() || (journal != nil && journal.Degraded()) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}

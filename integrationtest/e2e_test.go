@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,5 +264,54 @@ func TestWALDirLocked(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "in use by another process") {
 		t.Errorf("second instance said %q, want it to name the locked directory", out)
+	}
+}
+
+// TestReadyzOnSIGTERM: /readyz turns 503 at SIGTERM while the listener still
+// takes callbacks, and stays 503 until the process exits.
+func TestReadyzOnSIGTERM(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	svc := startService(t, buildService(t), dbURL, upstream(t, &sim.Upstream{}), "-shutdown-delay", "2s")
+	ready := func() (int, error) {
+		resp, err := http.Get(svc.URL + "/readyz")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := ready(); err != nil || code != http.StatusOK {
+		t.Fatalf("/readyz before SIGTERM = %d, %v; want 200", code, err)
+	}
+	if err := svc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var saw503, posted bool
+	for {
+		code, err := ready()
+		if err != nil {
+			break // the listener has closed
+		}
+		switch code {
+		case http.StatusServiceUnavailable:
+			saw503 = true
+			if !posted { // still taking callbacks while not ready
+				if got := svc.post(t, `{"object_ids":[2]}`); got != http.StatusAccepted {
+					t.Errorf("POST during the shutdown delay = %d, want 202", got)
+				}
+				posted = true
+			}
+		default:
+			if saw503 {
+				t.Fatalf("/readyz = %d after it said 503, want 503 until exit", code)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !saw503 {
+		t.Error("/readyz never answered 503 between SIGTERM and the listener closing")
+	}
+	if code := svc.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
 	}
 }

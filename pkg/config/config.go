@@ -56,6 +56,7 @@ type Config struct {
 	SweepBatch    int           // rows per delete statement
 
 	DrainTimeout  time.Duration // bound of the shutdown drain
+	ShutdownDelay time.Duration // /readyz says 503 this long before the listener closes
 	IdleTimeout   time.Duration // how long a kept-alive connection may idle
 	StatsInterval time.Duration // how often the pipeline stats line is logged
 	LogLevel      slog.Level
@@ -70,6 +71,7 @@ type setting struct {
 	unit      string // what the value counts or is, for -h and the README
 	usage     string
 	secret    bool // masked in -h and in logs
+	zeroOK    bool // 0 is allowed (an int or duration must be positive otherwise)
 	field     func(*Config) any
 	check     func(*Config) error
 }
@@ -158,6 +160,9 @@ var settings = []setting{
 	{flag: "sweep-batch", env: "SWEEP_BATCH", def: expiry.DefaultBatch, unit: "rows",
 		usage: "rows per delete statement",
 		field: func(c *Config) any { return &c.SweepBatch }},
+	{flag: "shutdown-delay", env: "SHUTDOWN_DELAY", def: time.Second, unit: "duration", zeroOK: true,
+		usage: "on SIGTERM, how long /readyz answers 503 while callbacks are still taken, before the listener closes: a load balancer's health-check interval; 0 for none",
+		field: func(c *Config) any { return &c.ShutdownDelay }},
 	{flag: "drain-timeout", env: "DRAIN_TIMEOUT", def: 30 * time.Second, unit: "duration",
 		usage: "how long shutdown may spend finishing queued work",
 		field: func(c *Config) any { return &c.DrainTimeout }},
@@ -238,7 +243,7 @@ func (s setting) validate(c *Config) error {
 			return fmt.Errorf("%s: %d must be positive", s.flag, *p)
 		}
 	case *time.Duration:
-		if *p <= 0 {
+		if *p < 0 || (*p == 0 && !s.zeroOK) {
 			return fmt.Errorf("%s: %v must be positive", s.flag, *p)
 		}
 	}
