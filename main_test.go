@@ -190,3 +190,13 @@ func TestRunDrainsBeforeSchema(t *testing.T) {
 		t.Errorf("ids = %v, want [4]", ids)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"-version"}, noEnv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "callback ") || !strings.Contains(out.String(), "go1.") {
+		t.Errorf("-version printed %q, want the module, its version and the Go version", out.String())
+	}
+}
