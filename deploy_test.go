@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// tool finds a command the deployment checks need, or skips the test with
+// how to get it; under CI=true a missing tool fails instead (.ci/run
+// installs them).
+func tool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found; .ci/run installs Debian's %s package", name, pkg)
+		}
+		t.Skipf("%s not found: apt-get install %s to run this check", name, pkg)
+	}
+	return path
+}
+
+func runTool(t *testing.T, path string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(path, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", path, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestAlertRules: the alert rules are valid, and their unit tests (series in,
+// alerts out) pass; so does the Prometheus config of the compose stack.
+func TestAlertRules(t *testing.T) {
+	promtool := tool(t, "promtool", "prometheus")
+	runTool(t, promtool, "check", "rules", "deploy/prometheus/alerts.yml")
+	runTool(t, promtool, "test", "rules", "deploy/prometheus/alerts_test.yml")
+	runTool(t, promtool, "check", "config", "deploy/prometheus/prometheus.yml")
+}
+
+// TestComposeFile: docker-compose.yml parses, with no daemon, for `docker
+// compose up` and for the full stack's profile; every service but
+// PostgreSQL belongs to the "full" profile, so a plain `up` starts
+// PostgreSQL alone.
+func TestComposeFile(t *testing.T) {
+	compose := tool(t, "docker-compose", "docker-compose")
+	profiles := map[string]bool{} // service -> in the full profile
+	var svc string
+	inProfiles := false
+	for line := range strings.Lines(runTool(t, compose, "config")) {
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case strings.HasPrefix(line, "  ") && !strings.HasPrefix(line, "   ") && strings.HasSuffix(line, ":"):
+			svc, inProfiles = strings.TrimSuffix(strings.TrimSpace(line), ":"), false
+			profiles[svc] = false
+		case strings.TrimSpace(line) == "profiles:":
+			inProfiles = true
+		case inProfiles && strings.TrimSpace(line) == "- full":
+			profiles[svc] = true
+		case !strings.HasPrefix(line, "    -"):
+			inProfiles = false
+		}
+		if !strings.HasPrefix(line, " ") { // a new top-level key: services are over
+			svc = ""
+		}
+	}
+	want := map[string]bool{"postgres": false, "objectsource": true, "callback": true, "prometheus": true}
+	for name, full := range want {
+		if got, ok := profiles[name]; !ok || got != full {
+			t.Errorf("service %s: in the full profile = %v (listed %v), want %v", name, got, ok, full)
+		}
+	}
+	out := runTool(t, compose, "--profile", "full", "config", "--services")
+	for name := range want {
+		if !strings.Contains(out, name) {
+			t.Errorf("full profile services = %q, want %s among them", out, name)
+		}
+	}
+}
+
+func TestHealthcheckCommand(t *testing.T) {
+	if err := run(t.Context(), []string{"-healthcheck", "http://127.0.0.1:1/readyz"}, noEnv, os.Stdout, os.Stderr); err == nil {
+		t.Error("-healthcheck against nothing = nil, want an error")
+	}
+}
