@@ -200,3 +200,38 @@ func TestVersion(t *testing.T) {
 		t.Errorf("-version printed %q, want the module, its version and the Go version", out.String())
 	}
 }
+
+// TestAdminListener: pprof answers on -admin-addr and never on the public
+// listener.
+func TestAdminListener(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := httptest.NewServer(&sim.Upstream{})
+	t.Cleanup(up.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	addr, logs, done := startRun(t, ctx, "-src", up.URL, "-db", dbURL, "-admin-addr", admin)
+	postWhenUp(t, addr, `{"object_ids":[]}`, logs)
+	get := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get("http://" + admin + "/debug/pprof/"); got != http.StatusOK {
+		t.Errorf("admin /debug/pprof/ = %d, want 200", got)
+	}
+	if got := get("http://" + addr + "/debug/pprof/"); got != http.StatusNotFound {
+		t.Errorf("public /debug/pprof/ = %d, want 404", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run = %v", err)
+	}
+}
