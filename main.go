@@ -61,8 +61,9 @@ func main() {
 }
 
 // run wires the service and blocks until ctx is cancelled (a signal) or a
-// part fails, and then until every part has stopped. Logs go to stdout as JSON; usage and config errors to
-// stderr.
+// part fails, and then until every part has stopped. Logs go to stdout as
+// JSON; usage and config errors to stderr. -version and -healthcheck are
+// answered before anything starts.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if slices.Contains(args, "-version") || slices.Contains(args, "--version") {
 		fmt.Fprintln(stdout, version())
