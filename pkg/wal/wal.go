@@ -24,8 +24,8 @@
 //     mid-write) is cut off; a record whose checksum fails anywhere is
 //     skipped and counted, and reading resumes at the next intact record, so
 //     one flipped bit never costs the records after it.
-//   - Space is reclaimed a whole segment at a time: Reclaim deletes the
-//     segments whose newest record is older than a cutoff, and a size cap
+//   - Space is reclaimed a whole segment at a time: Run deletes the segments
+//     that are settled or older than KeepFor, and a size cap
 //     turns a full log into ErrFull rather than an unbounded disk.
 //   - The directory is locked (flock) for the life of the Log, so two
 //     processes never share it.
@@ -687,9 +687,10 @@ func (l *Log) reclaim() error {
 	return err
 }
 
-// Reclaim deletes every segment but the one being written whose newest
-// record was received before cutoff, and reports how many bytes it freed.
-func (l *Log) Reclaim(cutoff time.Time) (int64, error) {
+// reclaimBefore deletes every segment but the one being written whose
+// newest record was received before cutoff, and reports how many bytes it
+// freed.
+func (l *Log) reclaimBefore(cutoff time.Time) (int64, error) {
 	return l.drop(func(s *segment) bool { return s.newest.Before(cutoff) })
 }
 
@@ -756,8 +757,13 @@ func (l *Log) Degraded() bool {
 }
 
 // close ends the log: Append says ErrClosed, the segment and the lock close.
+// Run's end and main's deferred Close both call it; the second does nothing.
 func (l *Log) close() {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
 	l.closed = true
 	var cur *segment
 	if n := len(l.segments); n > 0 {

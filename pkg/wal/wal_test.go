@@ -217,7 +217,7 @@ func TestDirectoryLocked(t *testing.T) {
 	l2.Close()
 }
 
-// Reclaim deletes whole segments whose newest record is older than the
+// reclaimBefore deletes whole segments whose newest record is older than the
 // cutoff, never the one being written.
 func TestReclaim(t *testing.T) {
 	dir := t.TempDir()
@@ -228,7 +228,7 @@ func TestReclaim(t *testing.T) {
 		}
 	}
 	before := l.Stats().OnDisk
-	freed, err := l.Reclaim(time.Unix(35, 0)) // the records at 10, 20 and 30 s go
+	freed, err := l.reclaimBefore(time.Unix(35, 0)) // the records at 10, 20 and 30 s go
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestReclaim(t *testing.T) {
 	if got := l.Stats().Reclaimed; got != 3 {
 		t.Errorf("Reclaimed = %d segments, want 3", got)
 	}
-	if _, err := l.Reclaim(time.Unix(1000, 0)); err != nil {
+	if _, err := l.reclaimBefore(time.Unix(1000, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := appendRec(t.Context(), l, rec(60, 6)); err != nil {
