@@ -17,10 +17,12 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 	var (
 		unwritten = map[int64]time.Time{}
 		tick      = time.NewTicker(p.opt.FlushInterval)
-		retry     <-chan time.Time // non-nil while waiting to retry a failed write
+		second    = time.NewTicker(time.Second) // OldestUnwritten walks unwritten: not every flush
+		retry     <-chan time.Time              // non-nil while waiting to retry a failed write
 		failures  int
 	)
 	defer tick.Stop()
+	defer second.Stop()
 
 	flush := func() {
 		err := p.flush(ctx, unwritten)
@@ -71,6 +73,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 			if len(unwritten) > 0 && ready() {
 				flush()
 			}
+		case <-second.C:
 			p.oldestRow.Store(oldest(unwritten))
 		case <-retry:
 			retry = nil

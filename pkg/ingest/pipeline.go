@@ -153,9 +153,6 @@ func (o *Options) setDefaults() {
 	}
 	def(&o.Workers, DefaultWorkers)
 	def(&o.MinLookups, DefaultMinLookups)
-	if o.NowFunc == nil {
-		o.NowFunc = time.Now
-	}
 	def(&o.QueueSize, DefaultQueueSize)
 	def(&o.MaxWaiting, DefaultMaxWaiting)
 	def(&o.BatchSize, DefaultBatchSize)
@@ -166,6 +163,9 @@ func (o *Options) setDefaults() {
 	defd(&o.RetryMax, DefaultRetryMax)
 	defd(&o.FinalFlushTimeout, DefaultFinalFlushTimeout)
 	defd(&o.StatsInterval, DefaultStatsInterval)
+	if o.NowFunc == nil {
+		o.NowFunc = time.Now
+	}
 }
 
 // receipt is one accepted callback on its way to the dispatcher.
@@ -187,7 +187,7 @@ type Pipeline struct {
 	receipts chan receipt // created and closed by the Pipeline; read by the dispatcher
 
 	lim      *limiter     // how many upstream requests may be in flight
-	nWaiting atomic.Int64 // len(coalescer.waiting), published by the dispatcher for Enqueue
+	nWaiting atomic.Int64 // coalescer.waiting(), published by the dispatcher for Enqueue
 
 	// What SettledBefore needs: callbacks between Enqueue (or Restore) and
 	// the receipts channel, sightings sent to the writer and not yet
