@@ -272,14 +272,18 @@ func MarkdownTable() string {
 		var c Config
 		v := value{p: s.field(&c)}
 		_ = v.Set(fmt.Sprint(s.def)) // checked by Load
-		fmt.Fprintf(&b, "| `-%s` | `%s` | %s | %s | %s |\n", s.flag, s.env, orNone("`"+v.String()+"`"), s.unit, s.usage)
+		def := "none"
+		if v.String() != "" {
+			def = "`" + v.String() + "`"
+		}
+		fmt.Fprintf(&b, "| `-%s` | `%s` | %s | %s | %s |\n", s.flag, s.env, def, s.unit, s.usage)
 	}
 	return b.String()
 }
 
 // orNone shows an empty default as "none".
 func orNone(s string) string {
-	if s == "" || s == "``" {
+	if s == "" {
 		return "none"
 	}
 	return s
