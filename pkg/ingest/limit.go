@@ -50,7 +50,8 @@ type limiter struct {
 	mu       sync.Mutex
 	limit    float64
 	inFlight int
-	wake     chan struct{} // closed and replaced whenever a permit frees up or the limit grows
+	wake     chan struct{} // closed and replaced whenever a permit frees up or the limit grows...
+	watched  bool          // ...if anyone was handed it to wait on
 
 	// The current window, and what the next decision needs.
 	start      time.Time
@@ -124,6 +125,7 @@ func (l *limiter) tryAcquire() (bool, <-chan struct{}) {
 		return true, nil
 	}
 	l.saturated = true
+	l.watched = true
 	return false, l.wake
 }
 
@@ -165,9 +167,14 @@ func (l *limiter) release(s signal, retryAfter time.Duration) {
 	l.wakeAll()
 }
 
+// wakeAll wakes whoever waits for a permit. Nearly every release finds no
+// one waiting, and then costs no channel.
 func (l *limiter) wakeAll() {
+	if !l.watched {
+		return
+	}
 	close(l.wake)
-	l.wake = make(chan struct{})
+	l.wake, l.watched = make(chan struct{}), false
 }
 
 // tick ends the current window if it is over and adapts the limit. l.mu is held.

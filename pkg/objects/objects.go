@@ -105,10 +105,7 @@ func New(baseURL string, conns int, timeout time.Duration) *Client {
 // decoding error; all are wrapped with the ID. A timeout answers Timeout()
 // true; a cancelled ctx gives its own error.
 func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-
-	ans, err := c.pool.get(ctx, c.path+strconv.FormatInt(id, 10))
+	ans, err := c.pool.get(ctx, time.Now().Add(c.timeout), c.path, id)
 	if err != nil {
 		return Object{}, fmt.Errorf("fetch object %d: %w", id, err)
 	}
@@ -118,22 +115,26 @@ func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
 			retryAfter: retryAfter(ans.retryAfter),
 		})
 	}
-	// Pointers tell a missing field from a zero one: {"id":4} must not read
-	// as "offline", and a missing id must not read as object 0.
-	var body struct {
-		ID     *int64 `json:"id"`
-		Online *bool  `json:"online"`
+	got, online, ok := quickObject(ans.body)
+	if !ok {
+		// Pointers tell a missing field from a zero one: {"id":4} must not
+		// read as "offline", and a missing id must not read as object 0.
+		var body struct {
+			ID     *int64 `json:"id"`
+			Online *bool  `json:"online"`
+		}
+		if err := json.NewDecoder(bytes.NewReader(ans.body)).Decode(&body); err != nil {
+			return Object{}, fmt.Errorf("fetch object %d: decode: %w", id, err)
+		}
+		if body.ID == nil || body.Online == nil {
+			return Object{}, fmt.Errorf("fetch object %d: decode: %w", id, ErrIncomplete)
+		}
+		got, online = *body.ID, *body.Online
 	}
-	if err := json.NewDecoder(bytes.NewReader(ans.body)).Decode(&body); err != nil {
-		return Object{}, fmt.Errorf("fetch object %d: decode: %w", id, err)
+	if got != id {
+		return Object{}, fmt.Errorf("fetch object %d: got id %d: %w", id, got, ErrMismatch)
 	}
-	if body.ID == nil || body.Online == nil {
-		return Object{}, fmt.Errorf("fetch object %d: decode: %w", id, ErrIncomplete)
-	}
-	if *body.ID != id {
-		return Object{}, fmt.Errorf("fetch object %d: got id %d: %w", id, *body.ID, ErrMismatch)
-	}
-	return Object{ID: id, Online: *body.Online}, nil
+	return Object{ID: id, Online: online}, nil
 }
 
 // Online reports whether object id is online: Fetch for callers that need

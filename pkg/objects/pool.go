@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +35,7 @@ type pool struct {
 type conn struct {
 	nc        net.Conn
 	br        *bufio.Reader // reads through counter
+	req       []byte        // the last request written, kept for its capacity
 	counter   *countingReader
 	idleSince time.Time
 }
@@ -85,21 +87,30 @@ func newPool(u *url.URL, maxIdle int) *pool {
 	return p
 }
 
-// get sends GET path and returns the answer. A pooled connection may have
-// been closed by the server while it sat idle; a request that fails on one
-// before any of the answer came back is sent again on another (GET is
-// idempotent), as net/http's transport does.
-func (p *pool) get(ctx context.Context, path string) (answer, error) {
+// get sends GET prefix+id and returns the answer, giving up at deadline or
+// when ctx is done. A pooled connection may have been closed by the server
+// while it sat idle; a request that fails on one before any of the answer
+// came back is sent again on another (GET is idempotent), as net/http's
+// transport does.
+//
+// The deadline is passed in rather than set on ctx: context.WithTimeout per
+// request costs a timer, a goroutine-safe child registration and their
+// garbage, thousands of times a second; the connection's own deadline does
+// the same job.
+func (p *pool) get(ctx context.Context, deadline time.Time, prefix string, id int64) (answer, error) {
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
 	for {
 		cn := p.take()
 		reused := cn != nil
 		if !reused {
 			var err error
-			if cn, err = p.dial(ctx); err != nil {
+			if cn, err = p.dial(ctx, deadline); err != nil {
 				return answer{}, p.ctxErr(ctx, err)
 			}
 		}
-		ans, keep, err := p.roundTrip(ctx, cn, path)
+		ans, keep, err := p.roundTrip(ctx, cn, deadline, prefix, id)
 		if keep {
 			p.put(cn)
 		} else {
@@ -115,12 +126,12 @@ func (p *pool) get(ctx context.Context, path string) (answer, error) {
 	}
 }
 
-// ctxErr reports a done ctx as itself (a cancellation, or the request's
-// deadline, which answers Timeout() true), with what failed; other errors
-// stay as they are. The connection's deadline is ctx's, so when it fires,
-// ctx is done or about to be: wait the moment for it.
+// ctxErr reports a done ctx as itself (a cancellation, or ctx's deadline),
+// with what failed; other errors, our own timeout among them (which answers
+// Timeout() true), stay as they are. When the connection's deadline was
+// ctx's, ctx is done or about to be: wait the moment for it.
 func (p *pool) ctxErr(ctx context.Context, err error) error {
-	if _, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) {
+	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
 		<-ctx.Done()
 	}
 	if ctx.Err() != nil {
@@ -139,24 +150,29 @@ func stale(err error) bool {
 // roundTrip writes one request on cn and reads its answer. keep reports
 // whether cn may carry another request: the answer was read to its end and
 // the server did not ask to close.
-func (p *pool) roundTrip(ctx context.Context, cn *conn, path string) (ans answer, keep bool, err error) {
+func (p *pool) roundTrip(ctx context.Context, cn *conn, deadline time.Time, prefix string, id int64) (ans answer, keep bool, err error) {
 	cn.counter.n = 0
-	dl, _ := ctx.Deadline() // the zero time, if none, clears an earlier deadline
-	if err := cn.nc.SetDeadline(dl); err != nil {
+	if err := cn.nc.SetDeadline(deadline); err != nil {
 		return answer{}, false, err
 	}
 	// Cancelling ctx wakes a blocked read or write at once.
 	stop := context.AfterFunc(ctx, func() { _ = cn.nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	req := make([]byte, 0, 96+len(path)+len(p.host))
-	req = append(req, "GET "...)
-	req = append(req, path...)
+	req := append(cn.req[:0], "GET "...)
+	req = append(req, prefix...)
+	req = strconv.AppendInt(req, id, 10)
 	req = append(req, " HTTP/1.1\r\nHost: "...)
 	req = append(req, p.host...)
 	req = append(req, "\r\nAccept: application/json\r\nUser-Agent: callback\r\n\r\n"...)
+	cn.req = req
 	if _, err := cn.nc.Write(req); err != nil {
 		return answer{}, false, err
+	}
+	if _, err := cn.br.Peek(1); err == nil { // wait for the answer to begin
+		if ans, keep, ok := quickAnswer(cn.br); ok {
+			return ans, keep, nil
+		}
 	}
 	resp, err := http.ReadResponse(cn.br, nil)
 	if err != nil {
@@ -174,16 +190,18 @@ func (p *pool) roundTrip(ctx context.Context, cn *conn, path string) (ans answer
 	return ans, complete && !resp.Close, nil
 }
 
-// dial opens a new connection.
-func (p *pool) dial(ctx context.Context) (*conn, error) {
+// dial opens a new connection, giving up at deadline at the latest.
+func (p *pool) dial(ctx context.Context, deadline time.Time) (*conn, error) {
 	var (
 		nc  net.Conn
 		err error
 	)
+	d := p.dialer
+	d.Deadline = deadline
 	if p.tls != nil {
-		nc, err = (&tls.Dialer{NetDialer: &p.dialer, Config: p.tls}).DialContext(ctx, "tcp", p.addr)
+		nc, err = (&tls.Dialer{NetDialer: &d, Config: p.tls}).DialContext(ctx, "tcp", p.addr)
 	} else {
-		nc, err = p.dialer.DialContext(ctx, "tcp", p.addr)
+		nc, err = d.DialContext(ctx, "tcp", p.addr)
 	}
 	if err != nil {
 		return nil, err
