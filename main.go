@@ -113,6 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// once older than the TTL, when their rows would be swept anyway.
 		if journal, err = wal.Open(cfg.WALDir, log, wal.Options{
 			MaxBytes:        int64(cfg.WALMaxBytes),
+			Linger:          cfg.WALLinger,
 			KeepFor:         cfg.TTL,
 			SettledFunc:     func() time.Time { return pipe.SettledBefore() },
 			ObserveSyncFunc: metrics.ObserveFunc(m.WALSync),

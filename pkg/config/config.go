@@ -25,6 +25,7 @@ import (
 
 	"callback/pkg/expiry"
 	"callback/pkg/ingest"
+	"callback/pkg/wal"
 )
 
 // DefaultDatabaseURL is the database that docker-compose.yml and .env describe.
@@ -40,6 +41,7 @@ type Config struct {
 	TTL         time.Duration // how long an object stays after the newest callback naming it
 	WALDir      string        // the intake log's directory; empty: memory only
 	WALMaxBytes int           // the intake log's size cap
+	WALLinger   time.Duration // how long a group commit waits for company under load
 
 	Workers      int           // lookup workers: the ceiling of the adaptive limit
 	MinLookups   int           // the floor of the adaptive limit
@@ -127,6 +129,9 @@ var settings = []setting{
 	{flag: "wal-max-bytes", env: "WAL_MAX_BYTES", def: 4 << 30, unit: "bytes",
 		usage: "size cap of the intake log: beyond it callbacks get 503 with Retry-After",
 		field: func(c *Config) any { return &c.WALMaxBytes }},
+	{flag: "wal-linger", env: "WAL_LINGER", def: wal.DefaultLinger, unit: "duration", zeroOK: true,
+		usage: "under concurrent load, how long a group commit waits for more callbacks before its sync: fewer syncs for that much more latency; 0 syncs at once (a disk whose fdatasync is cheap)",
+		field: func(c *Config) any { return &c.WALLinger }},
 	{flag: "workers", env: "WORKERS", def: ingest.DefaultWorkers, unit: "lookups",
 		usage: "lookup workers: the most upstream requests in flight, ceiling of the adaptive limit",
 		field: func(c *Config) any { return &c.Workers }},

@@ -444,3 +444,84 @@ func TestReclaimSettled(t *testing.T) {
 		t.Errorf("files = %d after the replay is settled, want only the one being written", got)
 	}
 }
+
+// gateFS holds every sync until the test lets it through, while held is
+// set, and says on entered when one is held.
+type gateFS struct {
+	osFS
+	held    atomic.Pointer[chan struct{}]
+	entered chan struct{}
+}
+
+func (g *gateFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	file, err := g.osFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &gateFile{File: file, fs: g}, nil
+}
+
+type gateFile struct {
+	File
+	fs *gateFS
+}
+
+func (f *gateFile) Sync() error {
+	if ch := f.fs.held.Load(); ch != nil {
+		f.fs.entered <- struct{}{}
+		<-*ch
+	}
+	return f.File.Sync()
+}
+
+// A lone sender never waits for company; once group commits have had more
+// than one record, a commit waits up to Linger for more, so records that
+// arrive apart share one sync.
+func TestLinger(t *testing.T) {
+	gate := &gateFS{entered: make(chan struct{}, 1)}
+	l, _ := running(t, t.TempDir(), Options{FS: gate, Linger: time.Second})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	// One at a time: each is a batch of one, synced at once (were they
+	// made to linger, 20 of them would take 20 s and hit ctx's deadline).
+	for i := range 20 {
+		if err := appendRec(ctx, l, rec(int64(i), 1)); err != nil {
+			t.Fatalf("lone append %d: %v", i, err)
+		}
+	}
+	if s := l.Stats(); s.Syncs != 20 {
+		t.Fatalf("20 lone appends took %d syncs, want 20", s.Syncs)
+	}
+
+	// Hold a sync so that two records queue behind it and commit together.
+	release := make(chan struct{})
+	gate.held.Store(&release)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = appendRec(ctx, l, rec(100, 1)) })
+	<-gate.entered // the writer is syncing it
+	for range 2 {
+		wg.Go(func() { _ = appendRec(ctx, l, rec(101, 2)) })
+	}
+	for len(l.requests) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	gate.held.Store(nil)
+	close(release)
+	wg.Wait()
+	before := l.Stats().Syncs
+
+	// Now two records 20 ms apart share one sync.
+	errs := make(chan error, 2)
+	go func() { errs <- appendRec(ctx, l, rec(200, 3)) }()
+	time.Sleep(20 * time.Millisecond)
+	go func() { errs <- appendRec(ctx, l, rec(201, 4)) }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := l.Stats().Syncs - before; got != 1 {
+		t.Errorf("two appends 20 ms apart under load took %d syncs, want 1 (Linger 1 s)", got)
+	}
+}
