@@ -50,7 +50,7 @@ func TestBenchIntake(t *testing.T) {
 		{"service", svc.URL + "/callback"}, {"service-memory-only", mem.URL + "/callback"},
 		{"read+decode", base + "/decode"}, {"read-only", base + "/read"},
 	}
-	const rounds, each = 3, 8 * time.Second
+	const rounds, each = 3, 6 * time.Second
 	rps := map[string][]float64{}
 	var lat []string
 	for round := range rounds {

@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 echo "--- go benchmarks (-benchmem, 3 runs each)"
 go test -run '^$' -bench 'Decode|Handler' -benchmem -benchtime 300ms -count 3 ./pkg/callback | tee "$OUT/callback.txt"
 go test -run '^$' -bench 'Coalescer' -benchmem -count 3 ./pkg/ingest | tee "$OUT/ingest.txt"
-go test -run '^$' -bench 'Upsert|CopyFrom' -benchmem -benchtime 2s -count 3 ./pkg/store | tee "$OUT/store.txt"
+go test -run '^$' -bench 'Upsert|CopyFrom' -benchmem -benchtime 1s -count 3 ./pkg/store | tee "$OUT/store.txt"
 go test -run '^$' -bench 'Sweep' -benchtime 1x -count 1 ./pkg/store | tee -a "$OUT/store.txt"
 
 echo "--- load scenarios"
