@@ -114,31 +114,26 @@ func printable(b []byte) bool {
 // any after, with N of at most 18 digits. ok is false for anything else,
 // which encoding/json then decodes.
 func quickObject(b []byte) (id int64, online, ok bool) {
+	var haveID, haveOnline bool
 	b, ok = cutPrefix(b, `{`)
-	if !ok {
-		return 0, false, false
+	for ok && !(haveID && haveOnline) {
+		if haveID || haveOnline {
+			if b, ok = cutPrefix(b, `,`); !ok {
+				break
+			}
+		}
+		var rest []byte
+		if rest, ok = cutPrefix(b, `"id":`); ok && !haveID {
+			id, b, ok = quickInt(rest)
+			haveID = true
+		} else if rest, ok = cutPrefix(b, `"online":`); ok && !haveOnline {
+			online, b, ok = quickBool(rest)
+			haveOnline = true
+		} else {
+			ok = false
+		}
 	}
-	if b, ok = cutPrefix(b, `"id":`); ok {
-		if id, b, ok = quickInt(b); !ok {
-			return 0, false, false
-		}
-		if b, ok = cutPrefix(b, `,"online":`); !ok {
-			return 0, false, false
-		}
-		if online, b, ok = quickBool(b); !ok {
-			return 0, false, false
-		}
-	} else if b, ok = cutPrefix(b, `"online":`); ok {
-		if online, b, ok = quickBool(b); !ok {
-			return 0, false, false
-		}
-		if b, ok = cutPrefix(b, `,"id":`); !ok {
-			return 0, false, false
-		}
-		if id, b, ok = quickInt(b); !ok {
-			return 0, false, false
-		}
-	} else {
+	if !ok {
 		return 0, false, false
 	}
 	if b, ok = cutPrefix(b, `}`); !ok || len(bytes.TrimLeft(b, " \t\r\n")) > 0 {
