@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -233,5 +234,21 @@ func TestAdminListener(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run = %v", err)
+	}
+}
+
+// With the intake log on, a service given one P gets a second, so that a
+// sync in progress does not stop the handlers; more are left alone.
+func TestAtLeastTwoProcs(t *testing.T) {
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	atLeastTwoProcs(logtest.Discard())
+	if got := runtime.GOMAXPROCS(0); got != 2 {
+		t.Errorf("GOMAXPROCS = %d after atLeastTwoProcs from 1, want 2", got)
+	}
+	runtime.GOMAXPROCS(3)
+	atLeastTwoProcs(logtest.Discard())
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("GOMAXPROCS = %d after atLeastTwoProcs from 3, want 3", got)
 	}
 }
