@@ -519,33 +519,12 @@ func (l *Log) Run(ctx context.Context) error {
 		}
 		// Group commit: everything that is waiting now joins this write,
 		// and under concurrent load what arrives within Linger too.
-		size := len(batch[0].payload)
 		var until <-chan time.Time
 		if l.opt.Linger > 0 && lastBatch > 1 {
 			linger.Reset(l.opt.Linger)
 			until = linger.C
 		}
-	more:
-		for size < maxBatchBytes {
-			select {
-			case req := <-l.requests:
-				batch = append(batch, req)
-				size += len(req.payload)
-				continue
-			default:
-			}
-			if until == nil {
-				break
-			}
-			select {
-			case req := <-l.requests:
-				batch = append(batch, req)
-				size += len(req.payload)
-			case <-until:
-				until = nil
-				break more
-			}
-		}
+		batch = l.gather(batch, until)
 		linger.Stop() // since Go 1.23 a stopped timer's channel never delivers a stale tick
 		lastBatch = len(batch)
 		buf = buf[:0]
@@ -562,6 +541,35 @@ func (l *Log) Run(ctx context.Context) error {
 		}
 		clear(batch)
 	}
+}
+
+// gather adds to batch the requests waiting now and, until until fires
+// (nil: no wait), those that arrive, up to maxBatchBytes of records.
+func (l *Log) gather(batch []*request, until <-chan time.Time) []*request {
+	size := 0
+	for _, r := range batch {
+		size += len(r.payload)
+	}
+	for size < maxBatchBytes {
+		var req *request
+		if until != nil {
+			select {
+			case req = <-l.requests:
+			case <-until:
+				until = nil // take what is waiting now, then stop
+				continue
+			}
+		} else {
+			select {
+			case req = <-l.requests:
+			default:
+				return batch
+			}
+		}
+		batch = append(batch, req)
+		size += len(req.payload)
+	}
+	return batch
 }
 
 // commit writes and syncs buf to the current segment. On failure it never
@@ -727,13 +735,6 @@ func (l *Log) reclaim() error {
 		}
 	})
 	return err
-}
-
-// reclaimBefore deletes every segment but the one being written whose
-// newest record was received before cutoff, and reports how many bytes it
-// freed.
-func (l *Log) reclaimBefore(cutoff time.Time) (int64, error) {
-	return l.drop(func(s *segment) bool { return s.newest.Before(cutoff) })
 }
 
 // drop deletes the closed segments for which gone reports true.

@@ -217,8 +217,7 @@ func TestDirectoryLocked(t *testing.T) {
 	l2.Close()
 }
 
-// reclaimBefore deletes whole segments whose newest record is older than the
-// cutoff, never the one being written.
+// drop deletes whole segments, never the one being written.
 func TestReclaim(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := running(t, dir, Options{SegmentBytes: 1}) // a segment per commit
@@ -228,7 +227,7 @@ func TestReclaim(t *testing.T) {
 		}
 	}
 	before := l.Stats().OnDisk
-	freed, err := l.reclaimBefore(time.Unix(35, 0)) // the records at 10, 20 and 30 s go
+	freed, err := l.drop(receivedBefore(time.Unix(35, 0))) // the records at 10, 20 and 30 s go
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,12 +237,16 @@ func TestReclaim(t *testing.T) {
 	if got := l.Stats().Reclaimed; got != 3 {
 		t.Errorf("Reclaimed = %d segments, want 3", got)
 	}
-	if _, err := l.reclaimBefore(time.Unix(1000, 0)); err != nil {
+	if _, err := l.drop(receivedBefore(time.Unix(1000, 0))); err != nil {
 		t.Fatal(err)
 	}
 	if err := appendRec(t.Context(), l, rec(60, 6)); err != nil {
 		t.Fatalf("Append after reclaiming everything = %v, want the current segment kept", err)
 	}
+}
+
+func receivedBefore(cutoff time.Time) func(*segment) bool {
+	return func(s *segment) bool { return s.newest.Before(cutoff) }
 }
 
 func TestMaxBytes(t *testing.T) {
