@@ -102,9 +102,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 func oldest(unwritten map[int64]time.Time) int64 {
 	var min int64
 	for _, t := range unwritten {
-		if ns := t.UnixNano(); min == 0 || ns < min {
-			min = ns
-		}
+		min = earliest(min, t.UnixNano())
 	}
 	return min
 }

@@ -121,9 +121,16 @@ func (c *coalescer) oldest() int64 {
 		if e.flying {
 			t = e.started
 		}
-		if t != 0 && (min == 0 || t < min) {
-			min = t
-		}
+		min = earliest(min, t)
 	}
 	return min
+}
+
+// earliest returns the earlier of two receipt times in Unix ns, where 0
+// means none.
+func earliest(a, b int64) int64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
 }

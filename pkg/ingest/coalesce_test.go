@@ -137,3 +137,13 @@ func BenchmarkCoalescer(b *testing.B) {
 		})
 	}
 }
+
+func TestEarliest(t *testing.T) {
+	for _, tt := range []struct{ a, b, want int64 }{
+		{0, 0, 0}, {0, 5, 5}, {5, 0, 5}, {3, 5, 3}, {5, 3, 3},
+	} {
+		if got := earliest(tt.a, tt.b); got != tt.want {
+			t.Errorf("earliest(%d, %d) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

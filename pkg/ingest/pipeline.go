@@ -336,12 +336,7 @@ func (p *Pipeline) Waiting() int { return int(p.nWaiting.Load()) }
 // are still waiting, being looked up or waiting to be written, or the zero
 // time if there is none. It is refreshed every second or so.
 func (p *Pipeline) OldestUnwritten() time.Time {
-	oldest := int64(0)
-	for _, v := range []int64{p.oldestQueued.Load(), p.oldestRow.Load()} {
-		if v != 0 && (oldest == 0 || v < oldest) {
-			oldest = v
-		}
-	}
+	oldest := earliest(p.oldestQueued.Load(), p.oldestRow.Load())
 	if oldest == 0 {
 		return time.Time{}
 	}
