@@ -73,8 +73,9 @@ const maxBody = 64 << 10
 // was 30,000 goroutines, ~180 MiB of stacks and ~41 KiB of RSS per lookup,
 // and the garbage collector's scans of it delayed the callback handler by up
 // to a second. Here the calling goroutine writes the request and reads the
-// answer itself, with net/http's own http.ReadResponse doing the parsing
-// (status, headers, Content-Length or chunked bodies, Connection: close).
+// answer itself: a plainly framed one with quickAnswer, anything else with
+// net/http's own http.ReadResponse (chunked bodies, odd headers), so the
+// general parser still decides every case the short path is not sure of.
 type Client struct {
 	pool    *pool
 	path    string // the base URL's path, then /objects/
