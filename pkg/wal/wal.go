@@ -154,6 +154,7 @@ type Log struct {
 	degraded   error      // the last write failure while degraded, or nil
 	closed     bool
 	stats      Stats
+	recentMax  time.Duration // the longest write+fdatasync since the last stats line
 	nextIndex  uint64
 }
 
@@ -611,6 +612,7 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) error {
 	l.stats.Bytes += int64(len(buf))
 	l.stats.SyncTime += took
 	l.stats.SyncMax = max(l.stats.SyncMax, took)
+	l.recentMax = max(l.recentMax, took)
 	cur.committed = l.opt.NowFunc()
 	full := cur.size >= l.opt.SegmentBytes || cur.committed.Sub(cur.opened) >= l.opt.SegmentAge
 	l.mu.Unlock()
@@ -768,8 +770,14 @@ func (l *Log) drop(gone func(*segment) bool) (int64, error) {
 }
 
 // logStats logs what happened since last: the group commits, their mean
-// size and sync time, and what the log holds.
+// size, their mean and longest sync time, and what the log holds. Every
+// figure but the totals is for the interval, the longest sync too: one slow
+// sync long ago must not hide how the disk is doing now.
 func (l *Log) logStats(ctx context.Context, s, last Stats) {
+	l.mu.Lock()
+	longest := l.recentMax
+	l.recentMax = 0
+	l.mu.Unlock()
 	syncs := s.Syncs - last.Syncs
 	var perSync float64
 	var mean time.Duration
@@ -778,7 +786,7 @@ func (l *Log) logStats(ctx context.Context, s, last Stats) {
 		mean = (s.SyncTime - last.SyncTime) / time.Duration(syncs)
 	}
 	l.log.InfoContext(ctx, "intake log stats",
-		"appended", s.Appended, "syncs", s.Syncs, "per_sync", perSync, "sync_mean", mean, "sync_max", s.SyncMax,
+		"appended", s.Appended, "syncs", s.Syncs, "per_sync", perSync, "sync_mean", mean, "sync_max", longest,
 		"bytes", s.Bytes, "on_disk", s.OnDisk, "reclaimed", s.Reclaimed, "failures", s.Failures, "degraded", s.Degraded)
 }
 

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -526,5 +527,63 @@ func TestLinger(t *testing.T) {
 	}
 	if got := l.Stats().Syncs - before; got != 1 {
 		t.Errorf("two appends 20 ms apart under load took %d syncs, want 1 (Linger 1 s)", got)
+	}
+}
+
+// TestStatsLineSyncMax: the stats line's sync_max is the longest sync of its
+// own interval, so a slow sync drops out of the next line. The clock moves
+// by step on every reading, so a sync takes about step.
+func TestStatsLineSyncMax(t *testing.T) {
+	var step, clock atomic.Int64
+	now := func() time.Time { return time.Unix(0, clock.Add(step.Load())) }
+	log, buf := logtest.Text()
+	l, err := Open(t.TempDir(), log, Options{NowFunc: now, StatsInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+
+	// lines returns the sync_max of each stats line so far, once there are n.
+	lines := func(n int) []string {
+		t.Helper()
+		re := regexp.MustCompile(`msg="intake log stats".* sync_max=(\S+)`)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var got []string
+			for _, m := range re.FindAllStringSubmatch(buf.String(), -1) {
+				got = append(got, m[1])
+			}
+			if len(got) >= n || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	step.Store(int64(time.Second))
+	if err := appendRec(t.Context(), l, rec(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := lines(1); len(got) != 1 || got[0] == "0s" {
+		t.Fatalf("after a slow sync, stats lines' sync_max = %q, want one non-zero", got)
+	}
+	slow := lines(1)[0]
+	step.Store(int64(time.Millisecond))
+	if err := appendRec(t.Context(), l, rec(2, 2)); err != nil {
+		t.Fatal(err)
+	}
+	got := lines(2)
+	if len(got) != 2 {
+		t.Fatalf("stats lines' sync_max = %q, want two lines", got)
+	}
+	if d, err := time.ParseDuration(got[1]); err != nil || d >= time.Second {
+		t.Errorf("second line's sync_max = %s (first %s), want the second sync's own, under 1s", got[1], slow)
 	}
 }
