@@ -261,12 +261,16 @@ func TestMaxBytes(t *testing.T) {
 }
 
 // faultFS fails on demand: writes with ENOSPC, syncs with EIO, opens with
-// EACCES. It records which files got writes.
+// EACCES. It records which files got writes. While held is set, it also
+// holds every sync until the test closes the channel, and says so on
+// entered.
 type faultFS struct {
 	osFS
 	failWrite, failSync, failOpen atomic.Int32 // failures left to inject; -1: always
 	mu                            sync.Mutex
 	written                       map[string]int // guarded by mu: successful writes per file
+	held                          atomic.Pointer[chan struct{}]
+	entered                       chan struct{}
 }
 
 func take(n *atomic.Int32) bool {
@@ -315,6 +319,10 @@ func (f *faultFile) Write(p []byte) (int, error) {
 }
 
 func (f *faultFile) Sync() error {
+	if ch := f.fs.held.Load(); ch != nil {
+		f.fs.entered <- struct{}{}
+		<-*ch
+	}
 	if take(&f.fs.failSync) {
 		return &os.PathError{Op: "fdatasync", Path: f.name, Err: syscall.EIO}
 	}
@@ -449,40 +457,11 @@ func TestReclaimSettled(t *testing.T) {
 	}
 }
 
-// gateFS holds every sync until the test lets it through, while held is
-// set, and says on entered when one is held.
-type gateFS struct {
-	osFS
-	held    atomic.Pointer[chan struct{}]
-	entered chan struct{}
-}
-
-func (g *gateFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	file, err := g.osFS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return &gateFile{File: file, fs: g}, nil
-}
-
-type gateFile struct {
-	File
-	fs *gateFS
-}
-
-func (f *gateFile) Sync() error {
-	if ch := f.fs.held.Load(); ch != nil {
-		f.fs.entered <- struct{}{}
-		<-*ch
-	}
-	return f.File.Sync()
-}
-
 // A lone sender never waits for company; once group commits have had more
 // than one record, a commit waits up to Linger for more, so records that
 // arrive apart share one sync.
 func TestLinger(t *testing.T) {
-	gate := &gateFS{entered: make(chan struct{}, 1)}
+	gate := &faultFS{entered: make(chan struct{}, 1)}
 	l, _ := running(t, t.TempDir(), Options{FS: gate, Linger: time.Second})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
