@@ -175,7 +175,6 @@ type Stats struct {
 	Syncs     int64         // group commits (one write and one fdatasync each)
 	Bytes     int64         // bytes synced
 	SyncTime  time.Duration // time spent in write+fdatasync
-	SyncMax   time.Duration // the longest write+fdatasync
 	Failures  int64         // failed writes or syncs
 	Replayed  int64         // records read back by Replay
 	Corrupt   int64         // records skipped for a bad checksum or length
@@ -611,7 +610,6 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) error {
 	l.stats.Syncs++
 	l.stats.Bytes += int64(len(buf))
 	l.stats.SyncTime += took
-	l.stats.SyncMax = max(l.stats.SyncMax, took)
 	l.recentMax = max(l.recentMax, took)
 	cur.committed = l.opt.NowFunc()
 	full := cur.size >= l.opt.SegmentBytes || cur.committed.Sub(cur.opened) >= l.opt.SegmentAge
