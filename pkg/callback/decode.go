@@ -3,8 +3,9 @@ package callback
 import (
 	"bytes"
 	"io"
-	"math"
 	"sync"
+
+	"callback/pkg/jsonscan"
 )
 
 // The fast path. At saturation the handler's cost is nearly all decoding,
@@ -60,23 +61,23 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 // It never fails: ok false only means "ask encoding/json".
 func parsePlain(b []byte) (ids []int64, ok bool) {
 	const key = `"object_ids"`
-	i := skipSpace(b, 0)
+	i := jsonscan.SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, false
 	}
-	i = skipSpace(b, i+1)
+	i = jsonscan.SkipSpace(b, i+1)
 	if !bytes.HasPrefix(b[i:], []byte(key)) {
 		return nil, false
 	}
-	i = skipSpace(b, i+len(key))
+	i = jsonscan.SkipSpace(b, i+len(key))
 	if i >= len(b) || b[i] != ':' {
 		return nil, false
 	}
-	i = skipSpace(b, i+1)
+	i = jsonscan.SkipSpace(b, i+1)
 	if i >= len(b) || b[i] != '[' {
 		return nil, false
 	}
-	i = skipSpace(b, i+1)
+	i = jsonscan.SkipSpace(b, i+1)
 	// At most one ID per comma, plus one: sized once, never grown.
 	ids = make([]int64, 0, bytes.Count(b[i:], []byte{','})+1)
 	if i < len(b) && b[i] == ']' {
@@ -84,11 +85,11 @@ func parsePlain(b []byte) (ids []int64, ok bool) {
 	} else {
 		for {
 			var id int64
-			if id, i, ok = parseInt(b, i); !ok {
+			if id, i, ok = jsonscan.Int(b, i); !ok {
 				return nil, false
 			}
 			ids = append(ids, id)
-			i = skipSpace(b, i)
+			i = jsonscan.SkipSpace(b, i)
 			if i >= len(b) {
 				return nil, false
 			}
@@ -99,54 +100,15 @@ func parsePlain(b []byte) (ids []int64, ok bool) {
 			if b[i] != ',' {
 				return nil, false
 			}
-			i = skipSpace(b, i+1)
+			i = jsonscan.SkipSpace(b, i+1)
 		}
 	}
-	i = skipSpace(b, i)
+	i = jsonscan.SkipSpace(b, i)
 	if i >= len(b) || b[i] != '}' {
 		return nil, false
 	}
-	if skipSpace(b, i+1) != len(b) {
+	if jsonscan.SkipSpace(b, i+1) != len(b) {
 		return nil, false
 	}
 	return ids, true
-}
-
-// skipSpace returns the index of the first byte at or after i that is not
-// JSON white space.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// parseInt reads a JSON integer at b[i:]: an optional minus, then 0 or a
-// digit 1-9 followed by digits, and no fraction or exponent after it. It
-// reports false for anything else or a value outside int64.
-func parseInt(b []byte, i int) (int64, int, bool) {
-	neg := i < len(b) && b[i] == '-'
-	if neg {
-		i++
-	}
-	start := i
-	var u uint64
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		if u > (math.MaxUint64-9)/10 {
-			return 0, i, false // far out of range; encoding/json decides the error
-		}
-		u = u*10 + uint64(b[i]-'0')
-		i++
-	}
-	switch {
-	case i == start, // no digits
-		b[start] == '0' && i-start > 1,                            // a leading zero
-		i < len(b) && (b[i] == '.' || b[i] == 'e' || b[i] == 'E'): // a fraction or exponent
-		return 0, i, false
-	case neg && u <= 1<<63:
-		return -int64(u), i, true // -(1<<63) wraps to itself, which is right
-	case !neg && u <= math.MaxInt64:
-		return int64(u), i, true
-	}
-	return 0, i, false
 }

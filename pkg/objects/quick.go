@@ -3,6 +3,8 @@ package objects
 import (
 	"bufio"
 	"bytes"
+
+	"callback/pkg/jsonscan"
 )
 
 // The two parsers here take the answers a well-behaved upstream sends,
@@ -111,22 +113,23 @@ func printable(b []byte) bool {
 
 // quickObject reads the body the upstream is specified to send,
 // {"id":N,"online":B} or {"online":B,"id":N} with no white space inside and
-// any after, with N of at most 18 digits. ok is false for anything else,
-// which encoding/json then decodes.
+// any after, N within int64. ok is false for anything else, which
+// encoding/json then decodes.
 func quickObject(b []byte) (id int64, online, ok bool) {
 	var haveID, haveOnline bool
-	b, ok = cutPrefix(b, `{`)
+	b, ok = bytes.CutPrefix(b, []byte(`{`))
 	for ok && !(haveID && haveOnline) {
 		if haveID || haveOnline {
-			if b, ok = cutPrefix(b, `,`); !ok {
+			if b, ok = bytes.CutPrefix(b, []byte(`,`)); !ok {
 				break
 			}
 		}
 		var rest []byte
-		if rest, ok = cutPrefix(b, `"id":`); ok && !haveID {
-			id, b, ok = quickInt(rest)
-			haveID = true
-		} else if rest, ok = cutPrefix(b, `"online":`); ok && !haveOnline {
+		if rest, ok = bytes.CutPrefix(b, []byte(`"id":`)); ok && !haveID {
+			var n int
+			id, n, ok = jsonscan.Int(rest, 0)
+			b, haveID = rest[n:], true
+		} else if rest, ok = bytes.CutPrefix(b, []byte(`"online":`)); ok && !haveOnline {
 			online, b, ok = quickBool(rest)
 			haveOnline = true
 		} else {
@@ -136,48 +139,17 @@ func quickObject(b []byte) (id int64, online, ok bool) {
 	if !ok {
 		return 0, false, false
 	}
-	if b, ok = cutPrefix(b, `}`); !ok || len(bytes.TrimLeft(b, " \t\r\n")) > 0 {
+	if b, ok = bytes.CutPrefix(b, []byte(`}`)); !ok || jsonscan.SkipSpace(b, 0) != len(b) {
 		return 0, false, false
 	}
 	return id, online, true
 }
 
-func cutPrefix(b []byte, prefix string) ([]byte, bool) {
-	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
-		return b, false
-	}
-	return b[len(prefix):], true
-}
-
-// quickInt reads a JSON integer of at most 18 digits (so it cannot
-// overflow): an optional minus, then 0 or a digit 1-9 and more digits.
-func quickInt(b []byte) (int64, []byte, bool) {
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	n := 0
-	for n < len(b) && '0' <= b[n] && b[n] <= '9' {
-		n++
-	}
-	if n == 0 || n > 18 || (b[0] == '0' && n > 1) {
-		return 0, nil, false
-	}
-	var v int64
-	for _, c := range b[:n] {
-		v = v*10 + int64(c-'0')
-	}
-	if neg {
-		v = -v
-	}
-	return v, b[n:], true
-}
-
 func quickBool(b []byte) (bool, []byte, bool) {
-	if rest, ok := cutPrefix(b, "true"); ok {
+	if rest, ok := bytes.CutPrefix(b, []byte("true")); ok {
 		return true, rest, true
 	}
-	if rest, ok := cutPrefix(b, "false"); ok {
+	if rest, ok := bytes.CutPrefix(b, []byte("false")); ok {
 		return false, rest, true
 	}
 	return false, nil, false
