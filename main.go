@@ -106,18 +106,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// in memory until written, as the log's README section says.
 	var (
 		journal    *wal.Log
-		journalOpt ingest.Journal   // stays a nil interface without the log
-		pipe       *ingest.Pipeline // assigned below, before the log's Run asks it anything
+		journalOpt ingest.Journal // stays a nil interface without the log
 	)
 	if cfg.WALDir != "" {
 		atLeastTwoProcs(log)
-		// Segments go once the pipeline has settled what they hold, or
-		// once older than the TTL, when their rows would be swept anyway.
+		// Segments go once the pipeline has paid what it owes on them (see
+		// ingest.Journal), or once older than the TTL, when their rows
+		// would be swept anyway.
 		if journal, err = wal.Open(cfg.WALDir, log, wal.Options{
 			MaxBytes:        int64(cfg.WALMaxBytes),
 			Linger:          cfg.WALLinger,
 			KeepFor:         cfg.TTL,
-			SettledFunc:     func() time.Time { return pipe.SettledBefore() },
 			ObserveSyncFunc: metrics.ObserveFunc(m.WALSync),
 		}); err != nil {
 			return err
@@ -127,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout)
-	pipe = ingest.New(log, src, db, ingest.Options{
+	pipe := ingest.New(log, src, db, ingest.Options{
 		Journal:           journalOpt,
 		ObserveLookupFunc: metrics.ObserveFunc(m.LookupDuration),
 		ObserveWriteFunc:  metrics.ObserveFunc(m.WriteDuration),
@@ -355,10 +354,11 @@ func replay(ctx context.Context, log *slog.Logger, journal *wal.Log, pipe *inges
 	err := journal.Replay(func(r wal.Record) error {
 		if r.Received.Before(cutoff) {
 			skipped++
+			journal.Owe(r.Mark, -1) // settled: its rows would be swept at once
 			return nil
 		}
 		callbacks++
-		return pipe.Restore(ctx, r.IDs, r.Received)
+		return pipe.Restore(ctx, r.IDs, r.Received, r.Mark)
 	})
 	switch {
 	case errors.Is(err, ingest.ErrClosed), ctx.Err() != nil:

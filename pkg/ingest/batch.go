@@ -6,16 +6,17 @@ import (
 	"time"
 )
 
-// write is the batch writer. It owns unwritten (ID → newest receipt time),
-// so memory stays bounded by the number of distinct IDs however long the
-// database is down. It flushes when unwritten reaches BatchSize and every
+// write is the batch writer. It owns unwritten (ID → newest receipt time,
+// with that receipt's journal debt), so memory stays bounded by the number
+// of distinct IDs however long the database is down. A row's debt is paid
+// once it is written; an older sighting merged into it pays its own at once. It flushes when unwritten reaches BatchSize and every
 // FlushInterval; after a failed write it keeps the rows, goes on merging new
 // sightings and tries again after a backoff. It returns once sightings is
 // closed and everything is written, or, if ctx is cancelled, after one last
 // attempt.
-func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
+func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 	var (
-		unwritten = map[int64]time.Time{}
+		unwritten = map[int64]row{}
 		tick      = time.NewTicker(p.opt.FlushInterval)
 		second    = time.NewTicker(time.Second) // OldestUnwritten walks unwritten: not every flush
 		retry     <-chan time.Time              // non-nil while waiting to retry a failed write
@@ -59,12 +60,15 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 				}
 				continue
 			}
-			t, dup := unwritten[s.ID]
-			if !dup || s.Received.After(t) {
-				unwritten[s.ID] = s.Received
-			}
-			if dup {
-				p.rowsPending.Add(-1) // merged: the row already pending writes it
+			r, dup := unwritten[s.ID]
+			switch {
+			case !dup:
+				unwritten[s.ID] = row{s.Received, s.mark}
+			case s.Received.After(r.received):
+				p.owe(r.mark, -1)
+				unwritten[s.ID] = row{s.Received, s.mark}
+			default:
+				p.owe(s.mark, -1) // the row already waiting is as new
 			}
 			if len(unwritten) >= p.opt.BatchSize && ready() {
 				flush()
@@ -98,23 +102,32 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan Sighting) {
 	}
 }
 
+// row is one unwritten row: the newest receipt time of its ID, and the mark
+// of the journal record that holds it, on which the row holds a debt.
+type row struct {
+	received time.Time
+	mark     uint64
+}
+
 // oldest returns the oldest receipt time (Unix ns) in unwritten, or 0.
-func oldest(unwritten map[int64]time.Time) int64 {
+func oldest(unwritten map[int64]row) int64 {
 	var min int64
-	for _, t := range unwritten {
-		min = earliest(min, t.UnixNano())
+	for _, r := range unwritten {
+		min = earliest(min, r.received.UnixNano())
 	}
 	return min
 }
 
-// flush writes unwritten in statements of at most BatchSize rows and removes
-// what it wrote. On error the rows not yet written stay in unwritten.
-func (p *Pipeline) flush(ctx context.Context, unwritten map[int64]time.Time) error {
+// flush writes unwritten in statements of at most BatchSize rows, removes
+// what it wrote and pays its debts, one Owe per record. On error the rows
+// not yet written stay in unwritten.
+func (p *Pipeline) flush(ctx context.Context, unwritten map[int64]row) error {
 	batch := make([]Sighting, 0, min(len(unwritten), p.opt.BatchSize))
+	paid := map[uint64]int{}
 	for len(unwritten) > 0 {
 		batch = batch[:0]
-		for id, received := range unwritten {
-			batch = append(batch, Sighting{ID: id, Received: received})
+		for id, r := range unwritten {
+			batch = append(batch, Sighting{ID: id, Received: r.received})
 			if len(batch) == p.opt.BatchSize {
 				break
 			}
@@ -123,10 +136,14 @@ func (p *Pipeline) flush(ctx context.Context, unwritten map[int64]time.Time) err
 			return err
 		}
 		for _, s := range batch {
+			paid[unwritten[s.ID].mark]++
 			delete(unwritten, s.ID)
 		}
+		for mark, n := range paid {
+			p.owe(mark, -n)
+		}
+		clear(paid)
 		p.stats.written.Add(int64(len(batch)))
-		p.rowsPending.Add(-int64(len(batch)))
 	}
 	return nil
 }

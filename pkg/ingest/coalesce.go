@@ -2,17 +2,22 @@ package ingest
 
 import "time"
 
-// job is one lookup: an ID and the newest receipt time that named it.
+// job is one lookup: an ID, the newest receipt time that named it, and the
+// journal mark of the callback that carried that receipt.
 type job struct {
 	id       int64
 	received time.Time
+	mark     uint64
 }
 
 // outcome is what a worker reports back for a job. requeue asks for the job
 // to be tried again (its worker panicked), with received as its receipt time.
+// handed says the object was online and its sighting, with the job's debt,
+// went to the writer.
 type outcome struct {
 	id       int64
 	requeue  bool
+	handed   bool
 	received time.Time
 }
 
@@ -21,86 +26,205 @@ type outcome struct {
 // by the number of distinct IDs, however many callbacks repeat them. At
 // saturation it sees millions of IDs a second on one goroutine, so add costs
 // one map lookup and times are kept as Unix nanoseconds.
+//
+// It also keeps the journal's books (see Journal): each entry holds one debt
+// on the record of its newest receipt, and a flying entry one more for its
+// follow-up, so a crash before the ID is settled replays that record. An
+// older receipt of the same ID is subsumed: looking the object up now for
+// the newest receipt writes the row it would have written, or a newer one.
+//
+// IDs wait in two queues, oldest first within each: live callbacks, and
+// callbacks replayed from the journal after a restart. Live ones go first,
+// so a replay never delays what senders post now; a replayed ID named by a
+// live callback moves to the live queue.
 type coalescer struct {
 	ids      map[int64]entry
-	order    []int64 // the waiting IDs, oldest first, so no ID starves
+	live     []int64 // waiting IDs of live callbacks, oldest first
+	replayed []int64 // waiting IDs of replayed ones; may hold IDs that moved or started (skipped)
 	nWaiting int     // entries not flying
+	nReplay  int     // of those, in the replayed queue
 	nFollow  int     // flying entries with a follow-up owed
+	owe      func(mark uint64, n int)
 }
 
-// entry is one ID's state. While it waits, received is its newest receipt.
-// While it flies, received is the newest receipt that arrived since the
-// lookup started, or 0 if none did: a non-zero value earns exactly one
-// follow-up lookup when the flight ends, because the object may have changed
-// since the in-flight lookup began.
+// entry is one ID's state. While it waits, received is its newest receipt
+// and mark that receipt's journal record. While it flies, received is the
+// newest receipt that arrived since the lookup started, or 0 if none did: a
+// non-zero value earns exactly one follow-up lookup when the flight ends,
+// because the object may have changed since the in-flight lookup began; mark
+// is then the job's record and follow the follow-up's. Mark 0 is none (the
+// journal is off or failed).
 type entry struct {
 	received int64 // Unix nanoseconds
 	started  int64 // while flying: the in-flight job's receipt time
+	mark     uint64
+	follow   uint64
 	flying   bool
+	replay   bool // waiting in the replayed queue
 }
 
-func newCoalescer() *coalescer {
-	return &coalescer{ids: map[int64]entry{}}
+// newCoalescer returns an empty coalescer that keeps its debts with owe
+// (nil: no journal).
+func newCoalescer(owe func(mark uint64, n int)) *coalescer {
+	if owe == nil {
+		owe = func(uint64, int) {}
+	}
+	return &coalescer{ids: map[int64]entry{}, owe: owe}
 }
 
-// add records that id was named by a callback received at received.
-func (c *coalescer) add(id int64, received time.Time) {
-	c.addNanos(id, received.UnixNano())
+// take coalesces one callback's IDs. The receipt holds one debt on its
+// record, which take pays once every ID that needs the record holds its
+// own.
+func (c *coalescer) take(r receipt, replay bool) {
+	at, took := r.received.UnixNano(), 0
+	for _, id := range r.ids {
+		if c.add(id, at, r.mark, replay) {
+			took++
+		}
+	}
+	c.owe(r.mark, took-1)
 }
 
-func (c *coalescer) addNanos(id, received int64) {
+// add records that id was named by a callback received at received, whose
+// journal record is mark, and reports whether the entry took a debt on mark
+// (which the caller accounts for). A debt it gives up on another record is
+// paid here.
+func (c *coalescer) add(id, received int64, mark uint64, replay bool) (took bool) {
 	e, ok := c.ids[id]
 	switch {
 	case !ok:
-		c.ids[id] = entry{received: received}
-		c.order = append(c.order, id)
-		c.nWaiting++
-	case received > e.received:
-		if e.flying && e.received == 0 {
+		c.wait(id, entry{received: received, mark: mark, replay: replay})
+		return true
+	case e.flying:
+		if replay && received <= e.started {
+			return false // the lookup in flight began after this callback: it covers it
+		}
+		if received <= e.received {
+			return false
+		}
+		if e.received == 0 {
 			c.nFollow++
 		}
-		e.received = received
-		c.ids[id] = e
+		c.owe(e.follow, -1)
+		e.received, e.follow = received, mark
+		took = true
+	default:
+		if !replay && e.replay { // named live: it is wanted now
+			e.replay = false
+			c.nReplay--
+			c.dropStale()
+			c.live = append(c.live, id)
+		}
+		if received <= e.received {
+			c.ids[id] = e
+			return false
+		}
+		c.owe(e.mark, -1)
+		e.received, e.mark = received, mark
+		took = true
+	}
+	c.ids[id] = e
+	return took
+}
+
+// wait queues a new waiting entry for id, which has none.
+func (c *coalescer) wait(id int64, e entry) {
+	c.ids[id] = e
+	c.nWaiting++
+	if e.replay {
+		c.nReplay++
+		c.replayed = append(c.replayed, id)
+	} else {
+		c.live = append(c.live, id)
 	}
 }
 
-// next returns the oldest waiting job without removing it.
+// next returns the oldest waiting job, live ones first, without removing it.
 func (c *coalescer) next() (job, bool) {
-	if len(c.order) == 0 {
+	var id int64
+	switch {
+	case len(c.live) > 0:
+		id = c.live[0]
+	case c.nReplay > 0:
+		id = c.replayHead()
+	default:
 		return job{}, false
 	}
-	id := c.order[0]
-	return job{id: id, received: time.Unix(0, c.ids[id].received)}, true
+	e := c.ids[id]
+	return job{id: id, received: time.Unix(0, e.received), mark: e.mark}, true
 }
 
-// start moves the job that next returned from waiting to flying.
+// start moves the job that next returned from waiting to flying. The
+// entry's debt goes with the job.
 func (c *coalescer) start() {
-	id := c.order[0]
-	c.order = c.order[1:]
-	if len(c.order) == 0 {
-		c.order = nil // let the drained backing array go
+	var id int64
+	if len(c.live) > 0 {
+		id, c.live = c.live[0], c.live[1:]
+		if len(c.live) == 0 {
+			c.live = nil // let the drained backing array go
+		}
+	} else {
+		id = c.replayHead()
+		c.replayed = c.replayed[1:]
+		c.nReplay--
+		c.dropStale()
 	}
-	c.ids[id] = entry{flying: true, started: c.ids[id].received}
+	e := c.ids[id]
+	c.ids[id] = entry{flying: true, started: e.received, mark: e.mark}
 	c.nWaiting--
 }
 
-// finish ends a flight and queues its follow-up or retry, if any.
+// replayHead drops the IDs at the head of the replayed queue that moved to
+// the live queue or started since, and returns the first one still waiting
+// there. nReplay must be positive.
+func (c *coalescer) replayHead() int64 {
+	for {
+		id := c.replayed[0]
+		if e, ok := c.ids[id]; ok && !e.flying && e.replay {
+			return id
+		}
+		c.replayed = c.replayed[1:]
+	}
+}
+
+// dropStale lets the replayed queue's backing array go once nothing in it
+// waits there any more.
+func (c *coalescer) dropStale() {
+	if c.nReplay == 0 {
+		c.replayed = nil
+	}
+}
+
+// finish ends a flight and queues its follow-up or retry, if any. The job's
+// debt is paid unless it went to the writer or comes back as the retry.
 func (c *coalescer) finish(o outcome) {
 	e := c.ids[o.id]
 	delete(c.ids, o.id)
 	if e.received != 0 {
 		c.nFollow--
 	}
-	if o.requeue {
-		c.add(o.id, o.received)
-	}
-	if e.received != 0 {
-		c.addNanos(o.id, e.received)
+	switch {
+	case o.requeue && e.received > o.received.UnixNano():
+		c.owe(e.mark, -1) // the follow-up is newer and covers the retry
+		c.wait(o.id, entry{received: e.received, mark: e.follow})
+	case o.requeue:
+		c.owe(e.follow, -1)
+		c.wait(o.id, entry{received: o.received.UnixNano(), mark: e.mark})
+	default:
+		if !o.handed {
+			c.owe(e.mark, -1)
+		}
+		if e.received != 0 {
+			c.wait(o.id, entry{received: e.received, mark: e.follow})
+		}
 	}
 }
 
 // waiting is the number of IDs waiting for a worker.
 func (c *coalescer) waiting() int { return c.nWaiting }
+
+// waitingReplayed is the number of those that only a replay named.
+func (c *coalescer) waitingReplayed() int { return c.nReplay }
 
 // flying is the number of IDs being looked up.
 func (c *coalescer) flying() int { return len(c.ids) - c.nWaiting }

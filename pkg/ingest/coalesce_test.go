@@ -10,15 +10,15 @@ func TestCoalescer(t *testing.T) {
 	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	t1, t2 := t0.Add(time.Second), t0.Add(2*time.Second)
 
-	c := newCoalescer()
+	c := newCoalescer(nil)
 	for _, id := range []int64{5, 5, 7, 5} { // one body with duplicates
-		c.add(id, t0)
+		c.add(id, t0.UnixNano(), 0, false)
 	}
 	if got, want := c.waiting(), 2; got != want {
 		t.Fatalf("waiting = %d, want %d", got, want)
 	}
-	c.add(5, t2) // a newer callback keeps the newest time...
-	c.add(5, t1) // ...even when an older one is merged after it
+	c.add(5, t2.UnixNano(), 0, false) // a newer callback keeps the newest time...
+	c.add(5, t1.UnixNano(), 0, false) // ...even when an older one is merged after it
 	j, ok := c.next()
 	if !ok || j.id != 5 || !j.received.Equal(t2) {
 		t.Fatalf("next = %+v, %v; want id 5 received %v", j, ok, t2)
@@ -29,9 +29,9 @@ func TestCoalescer(t *testing.T) {
 	}
 
 	// Arrivals during the flight collapse into one follow-up with the newest time.
-	c.add(5, t1)
-	c.add(5, t2)
-	c.add(5, t0)
+	c.add(5, t1.UnixNano(), 0, false)
+	c.add(5, t2.UnixNano(), 0, false)
+	c.add(5, t0.UnixNano(), 0, false)
 	if got, want := c.waiting(), 1; got != want { // only 7
 		t.Fatalf("waiting = %d, want %d", got, want)
 	}
@@ -59,7 +59,7 @@ func TestCoalescer(t *testing.T) {
 	}
 
 	// A requeued outcome (a panicking worker) comes back with its own time.
-	c.add(9, t0)
+	c.add(9, t0.UnixNano(), 0, false)
 	c.start()
 	c.finish(outcome{id: 9, requeue: true, received: t0})
 	if got, _ := waitingAt(c, 9); !got.Equal(t0) {
@@ -115,13 +115,13 @@ func BenchmarkCoalescer(b *testing.B) {
 					bodies[i][j] = rand.Int64N(tt.idMax)
 				}
 			}
-			c := newCoalescer()
+			c := newCoalescer(nil)
 			now := time.Now()
 			b.ReportAllocs()
 			n := 0
 			for b.Loop() {
 				for _, id := range bodies[n%len(bodies)] {
-					c.add(id, now)
+					c.add(id, now.UnixNano(), 0, false)
 				}
 				n++
 				for {

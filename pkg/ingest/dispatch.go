@@ -11,9 +11,14 @@ import (
 // only with a permit from the limiter, which the worker returns after its
 // first request; so the limit, not the size of the pool, decides how many
 // lookups run.
+//
+// Replayed callbacks (Restore) are taken only while no live one is queued
+// and replayed IDs hold less than half of MaxWaiting, so a replay can
+// neither fill the receipts buffer nor the waiting set that Enqueue checks:
+// it never costs a live callback its 202.
 func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-chan outcome) {
 	defer close(jobs)
-	c := newCoalescer()
+	c := newCoalescer(p.owe)
 	receipts := (<-chan receipt)(p.receipts)
 	tick := time.NewTicker(p.opt.StatsInterval)
 	defer tick.Stop()
@@ -30,6 +35,10 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 		// while nothing waits or no permit is free, and the freedUp case is
 		// off unless a job waits for a permit.
 		var out chan<- job
+		var restores <-chan receipt
+		if len(p.receipts) == 0 && c.waitingReplayed() < p.opt.MaxWaiting/2 {
+			restores = p.restores
+		}
 		freedUp = nil
 		next, ok := c.next()
 		if ok && !permit {
@@ -44,10 +53,9 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 				receipts = nil // closed by Close: finish what is here
 				continue
 			}
-			at := r.received.UnixNano()
-			for _, id := range r.ids {
-				c.addNanos(id, at)
-			}
+			c.take(r, false)
+		case r := <-restores:
+			c.take(r, true)
 		case out <- next:
 			// If ctx was cancelled meanwhile, the worker counts the job as
 			// abandoned without starting it (see process).
@@ -71,13 +79,12 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			return
 		}
 		p.nWaiting.Store(int64(c.waiting()))
-		p.noteSettled(c)
 	}
 }
 
 // work is one worker: it looks up each job it is handed and reports its
 // outcome, until the dispatcher closes jobs.
-func (p *Pipeline) work(ctx context.Context, jobs <-chan job, outcomes chan<- outcome, sightings chan<- Sighting) {
+func (p *Pipeline) work(ctx context.Context, jobs <-chan job, outcomes chan<- outcome, sightings chan<- sighting) {
 	for j := range jobs {
 		outcomes <- p.process(ctx, j, sightings)
 	}
@@ -86,7 +93,9 @@ func (p *Pipeline) work(ctx context.Context, jobs <-chan job, outcomes chan<- ou
 // abandon counts and logs what a cancelled drain leaves undone, then
 // collects the outcome of every flight: a worker blocked on a full outcomes
 // channel would never exit. The in-flight lookups see the cancelled ctx and
-// end quickly; each worker counts its own, and the follow-ups are counted here.
+// end quickly; each worker counts its own, and the follow-ups are counted
+// here. Nothing abandoned pays its debt, so the journal keeps it for the
+// next start.
 func (p *Pipeline) abandon(ctx context.Context, c *coalescer, outcomes <-chan outcome) {
 	n := c.owed()
 	for r := range drainNow(p.receipts) { // callbacks not yet coalesced are lost too

@@ -53,11 +53,24 @@ type Source interface {
 
 // Journal makes an accepted callback durable before Enqueue returns, so a
 // crash after the 202 loses nothing: the service replays it at the next
-// start (see Restore). An error that answers Full() true means the journal
-// is at its size cap and the callback must be refused; any other error (a
-// failed disk) leaves the choice to Enqueue, which accepts in memory.
+// start (see Restore).
+//
+// Append returns once the callback is durable, with its record's mark, on
+// which one debt is owed from then on; it may return ctx's error only while
+// the record is not yet on its way to disk. An error that answers Full()
+// true means the journal is at its size cap and the callback must be
+// refused; any other error (a failed disk) leaves the choice to Enqueue,
+// which accepts in memory.
+//
+// Owe adds n to the debts on mark's record (negative n pays). The pipeline
+// keeps one debt on each record that something it holds still needs after
+// a crash (see coalescer), and pays it once the ID is settled: written, or
+// found offline, refused or given up. So the journal can delete what is
+// paid within seconds, and after a drain that finished everything, all of
+// it. Mark 0 is none.
 type Journal interface {
-	Append(ctx context.Context, ids []int64, received time.Time) error
+	Append(ctx context.Context, ids []int64, received time.Time) (mark uint64, err error)
+	Owe(mark uint64, n int)
 }
 
 // Upserter stores a batch of sightings in one statement. It must not keep or
@@ -168,10 +181,18 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// receipt is one accepted callback on its way to the dispatcher.
+// receipt is one accepted callback on its way to the dispatcher, with its
+// journal record's mark, on which it holds a debt (0: none).
 type receipt struct {
 	ids      []int64
 	received time.Time
+	mark     uint64
+}
+
+// sighting is a Sighting on its way to the writer, with its debt.
+type sighting struct {
+	Sighting
+	mark uint64
 }
 
 // Pipeline is the queue, the lookup workers and the batch writer. Create it
@@ -184,18 +205,12 @@ type Pipeline struct {
 
 	mu       sync.RWMutex // guards closed and sends on receipts, so Close cannot race a send
 	closed   bool
-	receipts chan receipt // created and closed by the Pipeline; read by the dispatcher
+	receipts chan receipt  // created and closed by the Pipeline; read by the dispatcher
+	restores chan receipt  // Restore to the dispatcher; unbuffered and never closed
+	closing  chan struct{} // closed by Close: Restore stops waiting
 
 	lim      *limiter     // how many upstream requests may be in flight
 	nWaiting atomic.Int64 // coalescer.waiting(), published by the dispatcher for Enqueue
-
-	// What SettledBefore needs: callbacks between Enqueue (or Restore) and
-	// the receipts channel, sightings sent to the writer and not yet
-	// written, and the last moment all of it was zero with nothing queued
-	// or looked up (Unix ns).
-	inTransit   atomic.Int64
-	rowsPending atomic.Int64
-	settledAt   atomic.Int64
 
 	// The oldest receipt (Unix ns, 0: none) among the coalescer's entries,
 	// published by the dispatcher, and among the writer's unwritten rows,
@@ -217,6 +232,8 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 		up:       u,
 		opt:      opt,
 		receipts: make(chan receipt, opt.QueueSize),
+		restores: make(chan receipt),
+		closing:  make(chan struct{}),
 		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.NowFunc),
 	}
 }
@@ -228,45 +245,61 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 // after Close, so the handler can answer 503 instead of holding the request.
 // If the journal fails otherwise (a failed disk), the callback is accepted
 // in memory and counted as not durable: the endpoint keeps answering, and
-// the journal reports itself degraded. Enqueue takes ids over: it drops
-// repeats in place (see dedupe) and keeps the slice, so the caller must not
-// use it afterwards.
+// the journal reports itself degraded. A callback that reached the disk is
+// queued even if ctx ended meanwhile (its sender left during the sync): it
+// is on disk either way, and waiting for a crash to replay it would store
+// it late or never. Enqueue takes ids over: it drops repeats in place (see
+// dedupe) and keeps the slice, so the caller must not use it afterwards.
 func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time) error {
-	p.inTransit.Add(1)
-	defer p.inTransit.Add(-1)
 	n := len(ids)
 	ids = dedupe(ids)
 	if err := p.admit(ids); err != nil {
 		return err
 	}
+	r := receipt{ids: ids, received: received}
 	if p.opt.Journal != nil && len(ids) > 0 {
-		if err := p.opt.Journal.Append(ctx, ids, received); err != nil {
-			var full interface{ Full() bool }
-			switch {
-			case errors.As(err, &full) && full.Full():
-				return fmt.Errorf("%w: %w", ErrFull, err)
-			case ctx.Err() != nil: // the sender left while the sync was under way
-				return fmt.Errorf("%w: %w", errGone, err)
-			default:
-				p.stats.notDurable.Add(1)
-				p.log.DebugContext(ctx, "callback accepted in memory only", "count", len(ids), "err", err)
-			}
+		mark, err := p.opt.Journal.Append(ctx, ids, received)
+		var full interface{ Full() bool }
+		switch {
+		case err == nil:
+			r.mark = mark
+		case errors.As(err, &full) && full.Full():
+			return fmt.Errorf("%w: %w", ErrFull, err)
+		case ctx.Err() != nil: // the sender left before the record went to disk
+			return fmt.Errorf("%w: %w", errGone, err)
+		default:
+			p.stats.notDurable.Add(1)
+			p.log.DebugContext(ctx, "callback accepted in memory only", "count", len(ids), "err", err)
 		}
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
+		p.owe(r.mark, -1)
 		return ErrClosed
 	}
 	if len(ids) == 0 {
 		return nil
 	}
 	select {
-	case p.receipts <- receipt{ids: ids, received: received}:
-		p.stats.accepted.Add(int64(n))
-		return nil
+	case p.receipts <- r:
 	default:
-		return ErrFull
+		if r.mark == 0 {
+			return ErrFull
+		}
+		// On disk already, and admit found room a sync ago: wait for the
+		// dispatcher, which reads receipts until Close, rather than refuse
+		// what a crash would replay anyway.
+		p.receipts <- r
+	}
+	p.stats.accepted.Add(int64(n))
+	return nil
+}
+
+// owe passes a debt change to the journal (see Journal).
+func (p *Pipeline) owe(mark uint64, n int) {
+	if mark != 0 && p.opt.Journal != nil {
+		p.opt.Journal.Owe(mark, n)
 	}
 }
 
@@ -285,24 +318,27 @@ func (p *Pipeline) admit(ids []int64) error {
 }
 
 // Restore queues a callback read back from the journal after a restart,
-// waiting while the queue is full; it does not journal it again. It returns
-// ErrClosed after Close and ctx's error if ctx ends first.
-func (p *Pipeline) Restore(ctx context.Context, ids []int64, received time.Time) error {
-	p.inTransit.Add(1)
-	defer p.inTransit.Add(-1)
+// with its record's mark, on which it holds a debt; it does not journal it
+// again. It waits until the dispatcher takes it, which it does only while
+// live callbacks leave room (see dispatch), and returns ErrClosed after
+// Close and ctx's error if ctx ends first; the debt is then the caller's.
+func (p *Pipeline) Restore(ctx context.Context, ids []int64, received time.Time, mark uint64) error {
 	ids = dedupe(ids)
 	if len(ids) == 0 {
+		p.owe(mark, -1)
 		return nil
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock() // Close waits for a blocked Restore, which the dispatcher unblocks
-	if p.closed {
-		return ErrClosed
 	}
 	select {
-	case p.receipts <- receipt{ids: ids, received: received}:
+	case <-p.closing:
+		return ErrClosed
+	default:
+	}
+	select {
+	case p.restores <- receipt{ids: ids, received: received, mark: mark}:
 		p.stats.restored.Add(int64(len(ids)))
 		return nil
+	case <-p.closing:
+		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -316,6 +352,7 @@ func (p *Pipeline) Close() {
 	if !p.closed {
 		p.closed = true
 		close(p.receipts)
+		close(p.closing)
 	}
 }
 
@@ -343,34 +380,6 @@ func (p *Pipeline) OldestUnwritten() time.Time {
 	return time.Unix(0, oldest)
 }
 
-// SettledBefore returns a moment before which every callback that Enqueue
-// or Restore took has been settled: looked up and written, or found offline,
-// refused, or given up. The journal may delete what it holds from before
-// then. It is the last moment the pipeline was seen with nothing queued,
-// nothing looked up and nothing waiting to be written, and nothing between
-// Enqueue and the queue; under continuous load it may stay old, and the
-// journal falls back on its TTL. The zero time means never.
-func (p *Pipeline) SettledBefore() time.Time {
-	ns := p.settledAt.Load()
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
-}
-
-// noteSettled records now as settled if the pipeline is idle. The
-// dispatcher calls it; now is taken before the checks, so a callback whose
-// Enqueue began before now is either counted in them or done.
-func (p *Pipeline) noteSettled(c *coalescer) {
-	if !c.idle() {
-		return
-	}
-	now := time.Now()
-	if len(p.receipts) == 0 && p.inTransit.Load() == 0 && p.rowsPending.Load() == 0 {
-		p.settledAt.Store(now.UnixNano())
-	}
-}
-
 // WritesBehind reports whether the writer holds rows that a failed write
 // could not store yet. The sweeper pauses meanwhile: those rows carry newer
 // receipt times than the table, and deleting by the table's older times would
@@ -386,7 +395,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// The dispatcher reads every outcome, even when cancelled; the buffer only
 	// spares a finishing worker from waiting on a busy dispatcher.
 	outcomes := make(chan outcome, p.opt.Workers)
-	sightings := make(chan Sighting, p.opt.BatchSize)
+	sightings := make(chan sighting, p.opt.BatchSize)
 
 	var workers sync.WaitGroup
 	for range p.opt.Workers {

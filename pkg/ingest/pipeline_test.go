@@ -380,11 +380,11 @@ func TestWriterKeepsNewestPerID(t *testing.T) {
 		}}
 		p := New(logtest.Discard(), &fakeSource{}, u, Options{})
 		t0 := time.Now()
-		sightings := make(chan Sighting, 4)
+		sightings := make(chan sighting, 4)
 		// Lookups finish in any order: an older receipt may arrive last.
-		sightings <- Sighting{ID: 1, Received: t0.Add(2 * time.Second)}
-		sightings <- Sighting{ID: 1, Received: t0}
-		sightings <- Sighting{ID: 2, Received: t0}
+		sightings <- sighting{Sighting: Sighting{ID: 1, Received: t0.Add(2 * time.Second)}}
+		sightings <- sighting{Sighting: Sighting{ID: 1, Received: t0}}
+		sightings <- sighting{Sighting: Sighting{ID: 2, Received: t0}}
 		close(sightings)
 		p.write(t.Context(), sightings)
 
@@ -441,12 +441,54 @@ func TestPipelineSkipsExpiredReceipts(t *testing.T) {
 	})
 }
 
+// fakeJournal hands out a new mark per Append and keeps the books of debts
+// as the real journal does.
 type fakeJournal struct {
-	AppendFunc func(ctx context.Context, ids []int64, received time.Time) error
+	AppendFunc func(ctx context.Context, ids []int64, received time.Time) error // optional
+
+	mu    sync.Mutex
+	marks uint64
+	owed  map[uint64]int // guarded by mu
 }
 
-func (f *fakeJournal) Append(ctx context.Context, ids []int64, received time.Time) error {
-	return f.AppendFunc(ctx, ids, received)
+func (f *fakeJournal) Append(ctx context.Context, ids []int64, received time.Time) (uint64, error) {
+	if f.AppendFunc != nil {
+		if err := f.AppendFunc(ctx, ids, received); err != nil {
+			return 0, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.marks++
+	f.debt(f.marks, 1)
+	return f.marks, nil
+}
+
+func (f *fakeJournal) Owe(mark uint64, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.debt(mark, n)
+}
+
+// debt changes mark's debt; f.mu is held.
+func (f *fakeJournal) debt(mark uint64, n int) {
+	if f.owed == nil {
+		f.owed = map[uint64]int{}
+	}
+	f.owed[mark] += n
+	if f.owed[mark] < 0 {
+		panic(fmt.Sprintf("mark %d paid more than was owed", mark))
+	}
+	if f.owed[mark] == 0 {
+		delete(f.owed, mark)
+	}
+}
+
+// Owed returns the marks with debts and how many.
+func (f *fakeJournal) Owed() map[uint64]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.owed)
 }
 
 type fullErr struct{}
@@ -495,8 +537,8 @@ func TestEnqueueJournal(t *testing.T) {
 	})
 }
 
-// Restore queues what the journal held, waiting while the queue is full,
-// and never journals it again.
+// Restore queues what the journal held, waiting for the dispatcher, and
+// never journals it again; the debts it brings are paid once written.
 func TestRestore(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		j := &fakeJournal{AppendFunc: func(context.Context, []int64, time.Time) error {
@@ -506,11 +548,11 @@ func TestRestore(t *testing.T) {
 		u := &fakeUpserter{}
 		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Second)}, u, Options{Journal: j, QueueSize: 1})
 		t0 := time.Now().Add(-5 * time.Second)
-		// More than the queue holds, before Run drains it: Restore waits.
 		done := make(chan error, 1)
 		go func() {
 			for i := range int64(5) {
-				if err := p.Restore(t.Context(), []int64{2 * i, 2 * i}, t0); err != nil {
+				j.Owe(uint64(i+1), 1) // as Replay does for each record it hands out
+				if err := p.Restore(t.Context(), []int64{2 * i, 2 * i}, t0, uint64(i+1)); err != nil {
 					done <- err
 					return
 				}
@@ -528,37 +570,108 @@ func TestRestore(t *testing.T) {
 		if got := p.Stats().Restored; got != 5 {
 			t.Errorf("Restored = %d, want 5", got)
 		}
+		if got := j.Owed(); len(got) != 0 {
+			t.Errorf("debts %v left after the drain, want none", got)
+		}
 	})
 }
 
-// SettledBefore moves only when everything taken has been looked up and
-// written: not while a lookup is in flight, nor while rows wait for a
-// database that refuses them.
-func TestSettledBefore(t *testing.T) {
+// A replay never costs a live callback its 202: replayed callbacks wait
+// while live ones are queued, so they can fill neither the receipts buffer
+// nor the waiting set, and live IDs are looked up first. (Before, Restore
+// kept the buffer full and Enqueue answered ErrFull.)
+func TestReplayYieldsToLiveCallbacks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var (
+			mu    sync.Mutex
+			order []int64 // lookups, in the order they started
+		)
+		f := &fakeSource{OnlineFunc: func(ctx context.Context, id int64) (bool, error) {
+			mu.Lock()
+			order = append(order, id)
+			mu.Unlock()
+			return evenOnline(time.Second)(ctx, id)
+		}}
+		j := &fakeJournal{}
+		p := New(logtest.Discard(), f, &fakeUpserter{}, Options{Journal: j, QueueSize: 4, Workers: 8, MinLookups: 8, MaxWaiting: 400})
+		wait := start(t, t.Context(), p)
+		replayed := make(chan error, 1)
+		go func() {
+			for i := range int64(2000) { // far more than the queue and the waiting set hold
+				if err := p.Restore(t.Context(), []int64{1_000_000 + i}, time.Now(), 0); err != nil {
+					replayed <- err
+					return
+				}
+			}
+			replayed <- nil
+		}()
+		time.Sleep(10 * time.Millisecond)
+		for i := range int64(100) {
+			if err := p.Enqueue(context.Background(), []int64{2 * i, 2*i + 1}, time.Now()); err != nil {
+				t.Fatalf("live callback %d refused during a replay: %v", i, err)
+			}
+			time.Sleep(time.Millisecond) // a sender's pace: the dispatcher runs meanwhile
+		}
+		must(t, <-replayed)
+		must(t, wait())
+		mu.Lock()
+		defer mu.Unlock()
+		// The first lookups began before any live callback came; from the
+		// first live ID on, all 200 go before any more replayed ones.
+		isLive := func(id int64) bool { return id < 1_000_000 }
+		first := slices.IndexFunc(order, isLive)
+		if first < 0 || len(order) < first+200 {
+			t.Fatalf("lookups %d, first live at %d", len(order), first)
+		}
+		if i := slices.IndexFunc(order[first:first+200], func(id int64) bool { return !isLive(id) }); i >= 0 {
+			t.Errorf("replayed id %d looked up between live ones, at %d", order[first+i], first+i)
+		}
+		if got := len(j.Owed()); got != 0 {
+			t.Errorf("debts left: %d marks", got)
+		}
+	})
+}
+
+// The pipeline pays every debt once the ID is settled (written, offline),
+// keeps the debt of a row the database refuses, moves it to the newest
+// receipt when callbacks coalesce, and pays nothing it abandons.
+func TestJournalDebts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := &database{down: true}
-		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
-		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}, u, Options{})
+		j := &fakeJournal{}
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}, &fakeUpserter{UpsertObjectsFunc: db.upsert}, Options{Journal: j})
 		wait := start(t, t.Context(), p)
-		if got := p.SettledBefore(); !got.IsZero() {
-			t.Fatalf("SettledBefore = %v before anything, want the zero time", got)
+		must(t, p.Enqueue(context.Background(), []int64{2, 3}, time.Now())) // mark 1
+		must(t, p.Enqueue(context.Background(), []int64{4}, time.Now()))    // mark 2
+		time.Sleep(time.Millisecond)
+		must(t, p.Enqueue(context.Background(), []int64{4}, time.Now()))                     // mark 3: 4's newest, while 4 flies
+		time.Sleep(time.Second)                                                              // lookups in flight
+		if got, want := j.Owed(), map[uint64]int{1: 2, 2: 1, 3: 1}; !maps.Equal(got, want) { // 4 in flight for mark 2, its follow-up on 3
+			t.Errorf("debts with lookups in flight = %v, want %v", got, want)
 		}
-		must(t, p.Enqueue(context.Background(), []int64{2, 3}, time.Now()))
-		time.Sleep(time.Second) // lookups in flight
-		if got := p.SettledBefore(); !got.IsZero() {
-			t.Errorf("SettledBefore = %v with lookups in flight, want the zero time", got)
-		}
-		time.Sleep(5 * time.Second) // looked up; the write of 2 keeps failing
-		if got := p.SettledBefore(); !got.IsZero() {
-			t.Errorf("SettledBefore = %v with a row unwritten, want the zero time", got)
+		time.Sleep(5 * time.Second) // 3 offline: paid; 2 and 4 looked up, their writes failing
+		if got, want := j.Owed(), map[uint64]int{1: 1, 3: 1}; !maps.Equal(got, want) {
+			t.Errorf("debts with writes failing = %v, want %v (2's row on mark 1, 4's newest on mark 3)", got, want)
 		}
 		db.set(false)
 		time.Sleep(10 * time.Second)
-		written := time.Now()
-		must(t, p.Enqueue(context.Background(), []int64{5}, time.Now())) // an odd ID: settled by its lookup
-		time.Sleep(3 * time.Second)
-		if got := p.SettledBefore(); got.Before(written) {
-			t.Errorf("SettledBefore = %v, want at or after %v once everything is written", got, written)
+		if got := j.Owed(); len(got) != 0 {
+			t.Errorf("debts after the writes = %v, want none", got)
+		}
+
+		ctx, cancel := context.WithCancel(t.Context())
+		p = New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Hour)}, &fakeUpserter{}, Options{Journal: j})
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		must(t, p.Enqueue(context.Background(), []int64{6, 8}, time.Now()))
+		time.Sleep(time.Second)
+		p.Close()
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("Run = nil after an abandoned drain")
+		}
+		if got, want := j.Owed(), map[uint64]int{4: 2}; !maps.Equal(got, want) {
+			t.Errorf("debts after an abandoned drain = %v, want %v: kept for the next start", got, want)
 		}
 		must(t, wait())
 	})

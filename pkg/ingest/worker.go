@@ -12,7 +12,7 @@ import (
 // the writer as a sighting. It holds the permit the dispatcher took for the
 // first request. A panic (a bug in a Source, say) is recovered here and the
 // job is handed back for another try, so a crashing lookup loses no ID.
-func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- Sighting) (o outcome) {
+func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- sighting) (o outcome) {
 	o.id = j.id
 	pm := &permit{lim: p.lim, held: true}
 	defer pm.release(cancelled, 0) // a permit no request used says nothing about the upstream
@@ -56,9 +56,9 @@ func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- Sighting
 		p.stats.online.Add(1)
 		// The writer reads sightings until they are closed, which happens
 		// only after every worker has returned, so this send cannot block
-		// forever.
-		p.rowsPending.Add(1) // before the send, so SettledBefore never misses it
-		sightings <- Sighting{ID: j.id, Received: j.received}
+		// forever. The job's debt goes with it.
+		sightings <- sighting{Sighting{ID: j.id, Received: j.received}, j.mark}
+		o.handed = true
 	}
 	return o
 }

@@ -24,9 +24,16 @@
 //     mid-write) is cut off; a record whose checksum fails anywhere is
 //     skipped and counted, and reading resumes at the next intact record, so
 //     one flipped bit never costs the records after it.
-//   - Space is reclaimed a whole segment at a time: Run deletes the segments
-//     that are settled or older than KeepFor, and a size cap
-//     turns a full log into ErrFull rather than an unbounded disk.
+//   - Space is reclaimed a whole segment at a time. Append and Replay
+//     give each record a mark (its segment's number), and the log keeps,
+//     per segment, what is still owed on the records it handed out: the
+//     caller takes a debt for each ID whose newest receipt a record holds
+//     and pays it once that ID is settled (Owe). A segment goes once nothing
+//     is owed on it, so reclaiming compares counts, never clocks; a segment
+//     whose last commit is older than KeepFor goes anyway. When Run ends
+//     with nothing owed, the log deletes every segment, so a clean restart
+//     replays nothing. A size cap turns a full log into ErrFull rather than
+//     an unbounded disk.
 //   - The directory is locked (flock) for the life of the Log, so two
 //     processes never share it.
 package wal
@@ -74,6 +81,8 @@ func (fullError) Full() bool { return true }
 type Record struct {
 	Received time.Time
 	IDs      []int64
+	// Mark is the segment Replay read it from (see Append); Append ignores it.
+	Mark uint64
 }
 
 // Options tunes a Log. Zero fields take the defaults named on each.
@@ -94,16 +103,13 @@ type Options struct {
 	// default 10s.
 	StatsInterval time.Duration
 	// SegmentAge starts a new segment once the current one has held data
-	// this long, so that what is settled can be deleted soon even at a
-	// trickle of callbacks; default 10s.
+	// this long, so that what is settled can be deleted within seconds;
+	// default DefaultSegmentAge.
 	SegmentAge time.Duration
-	// SettledFunc, if set, returns a moment before which every callback
-	// appended is settled (looked up and written, or moot): Run deletes
-	// every closed segment whose last commit came before it.
-	SettledFunc func() time.Time
-	// KeepFor, if positive, is how long a segment is kept after its newest
-	// record: Run deletes older ones every second. The service passes its
-	// TTL, after which the rows those callbacks would write are deleted
+	// KeepFor, if positive, is the longest a segment is kept after its last
+	// commit, however much is still owed on it (measured on the monotonic
+	// clock, so a stepped wall clock moves nothing). The service passes
+	// its TTL, after which the rows those callbacks would write are deleted
 	// anyway, so replaying them could only write rows to be swept.
 	KeepFor time.Duration
 	// FS is the file layer; tests inject failures through it. Default: the
@@ -128,6 +134,12 @@ type Options struct {
 // throughput falls (4 ms: 0.81x).
 const DefaultLinger = 500 * time.Microsecond
 
+// DefaultSegmentAge is Options.SegmentAge's default. A segment can go only
+// once it is closed, so its age adds to how long the log holds a callback
+// beyond the seconds its lookup and write take; a new file every 2 s costs
+// one directory sync each.
+const DefaultSegmentAge = 2 * time.Second
+
 const (
 	maxBatchBytes = 4 << 20 // a group commit closes at this size
 	headerLen     = 8
@@ -145,11 +157,13 @@ type Log struct {
 	lock *os.File // holds the directory's flock
 
 	requests chan *request // Append to Run; buffered, so a sender never waits for the writer to come round
+	stopped  chan struct{} // closed once Run has returned (or the log was closed without it)
 
 	mu         sync.Mutex // guards the fields below
 	segments   []*segment // oldest first; the last one is being written, once Run has started
 	replayable int        // segments[:replayable] were there at Open
-	replayedAt time.Time  // when Replay finished them all; zero until it has
+	replayed   bool       // Replay has handed out every record of segments[:replayable]
+	openedAt   time.Time  // when Open ran (monotonic): every replayable record is older
 	total      int64      // bytes in all segments
 	degraded   error      // the last write failure while degraded, or nil
 	closed     bool
@@ -160,13 +174,18 @@ type Log struct {
 
 // segment is one file of the log.
 type segment struct {
-	index     uint64
+	index     uint64 // also the mark of its records
 	path      string
 	size      int64
 	newest    time.Time // the newest receipt in it; zero if none
 	opened    time.Time // when this process opened it for writing; zero for older ones
 	committed time.Time // the end of its last commit by this process; zero for older ones
 	file      File      // open while it is being written
+	replay    bool      // it was there at Open: it goes only once Replay has read it all
+	// owed counts the debts on its records not yet paid (see Owe): one per
+	// record when it is committed or replayed, then one per ID whose newest
+	// receipt one of them holds.
+	owed int64
 }
 
 // Stats counts what the log has done since Open.
@@ -187,7 +206,13 @@ type Stats struct {
 type request struct {
 	payload []byte
 	newest  time.Time
-	done    chan error
+	done    chan result
+}
+
+// result is a group commit's answer to each of its requests.
+type result struct {
+	mark uint64
+	err  error
 }
 
 // Open locks dir (creating it if needed), cuts a torn tail off its last
@@ -210,7 +235,7 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 		opt.StatsInterval = 10 * time.Second
 	}
 	if opt.SegmentAge <= 0 {
-		opt.SegmentAge = 10 * time.Second
+		opt.SegmentAge = DefaultSegmentAge
 	}
 	if opt.NowFunc == nil {
 		opt.NowFunc = time.Now
@@ -222,7 +247,8 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request, 4096)}
+	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request, 4096),
+		stopped: make(chan struct{}), openedAt: opt.NowFunc(), nextIndex: 1} // mark 0 is no mark
 	if err := l.scan(); err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -262,7 +288,7 @@ func (l *Log) scan() error {
 		if err != nil {
 			continue // not ours
 		}
-		l.segments = append(l.segments, &segment{index: index, path: filepath.Join(l.dir, e.Name())})
+		l.segments = append(l.segments, &segment{index: index, path: filepath.Join(l.dir, e.Name()), replay: true})
 	}
 	slices.SortFunc(l.segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
 	for i, s := range l.segments {
@@ -296,14 +322,18 @@ func (l *Log) scan() error {
 			}
 		}
 		l.total += s.size
-		l.nextIndex = s.index + 1
+		l.nextIndex = max(l.nextIndex, s.index+1)
 	}
 	l.replayable = len(l.segments)
+	l.replayed = l.replayable == 0
 	return nil
 }
 
 // Replay calls fn for every intact record of the segments that were there at
-// Open, oldest first. It may run while Run writes new ones.
+// Open, oldest first, with its Mark set. It may run while Run writes new
+// ones. Each record handed to fn is owed once, as a committed one is, unless
+// fn fails; those segments cannot be reclaimed by what is owed until Replay
+// has returned nil.
 func (l *Log) Replay(fn func(Record) error) error {
 	l.mu.Lock()
 	segs := slices.Clone(l.segments[:l.replayable])
@@ -317,18 +347,46 @@ func (l *Log) Replay(fn func(Record) error) error {
 			return fmt.Errorf("wal: read %s: %w", s.path, err)
 		}
 		if _, err := readRecords(data, func(r Record) error {
+			r.Mark = s.index
 			l.mu.Lock()
 			l.stats.Replayed++
 			l.mu.Unlock()
-			return fn(r)
+			l.Owe(r.Mark, 1)
+			if err := fn(r); err != nil {
+				l.Owe(r.Mark, -1)
+				return err
+			}
+			return nil
 		}); err != nil {
 			return err
 		}
 	}
 	l.mu.Lock()
-	l.replayedAt = l.opt.NowFunc()
+	l.replayed = true
 	l.mu.Unlock()
 	return nil
+}
+
+// Owe adds n to what is owed on the records of mark, as returned by Append
+// or set by Replay; a negative n pays. The caller keeps one debt on a record
+// for as long as something it holds may still need that record after a
+// crash: the record itself, until it is taken apart, then each ID whose
+// newest receipt it holds, until that ID is settled. A segment goes once
+// nothing is owed on it. Mark 0 is no record, and a mark whose segment is
+// gone (it outlived KeepFor) owes nothing.
+func (l *Log) Owe(mark uint64, n int) {
+	if mark == 0 || n == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// The newest segments are asked for most, so search from the end.
+	for i := len(l.segments) - 1; i >= 0 && l.segments[i].index >= mark; i-- {
+		if l.segments[i].index == mark {
+			l.segments[i].owed += int64(n)
+			return
+		}
+	}
 }
 
 // summary is what reading a segment found.
@@ -439,37 +497,45 @@ func decodePayload(p []byte) (Record, bool) {
 }
 
 // Append writes the callback's IDs and receipt time and returns once they
-// are synced, with the other records of the same group commit. It fails fast
-// with ErrFull when the log holds MaxBytes, ErrDegraded while writes are
-// failing, and ErrClosed after Run has returned; it returns ctx's error if
-// ctx ends first (the record may still be written).
-func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) error {
+// are synced, with the other records of the same group commit, and the
+// record's mark, on which one debt is owed from then on (see Owe). It fails
+// fast with ErrFull when the log holds MaxBytes, ErrDegraded while writes
+// are failing, and ErrClosed after Run has returned. ctx bounds only the
+// wait for the writer to take the record: once taken, Append waits for its
+// sync however ctx ends, so a record on disk is never left unowned (its
+// sender's leaving does not undo it).
+func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) (mark uint64, err error) {
 	r := Record{Received: received, IDs: ids}
 	l.mu.Lock()
 	switch {
 	case l.closed:
 		l.mu.Unlock()
-		return ErrClosed
+		return 0, ErrClosed
 	case l.degraded != nil:
 		err := l.degraded
 		l.mu.Unlock()
-		return fmt.Errorf("%w: %w", ErrDegraded, err)
+		return 0, fmt.Errorf("%w: %w", ErrDegraded, err)
 	case l.total >= l.opt.MaxBytes:
 		l.mu.Unlock()
-		return ErrFull
+		return 0, ErrFull
 	}
 	l.mu.Unlock()
-	req := &request{payload: encode(nil, r), newest: r.Received, done: make(chan error, 1)}
+	req := &request{payload: encode(nil, r), newest: r.Received, done: make(chan result, 1)}
 	select {
 	case l.requests <- req:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	case res := <-req.done:
+		return res.mark, res.err
+	case <-l.stopped: // Run has returned; it answered every request it took
+		select {
+		case res := <-req.done:
+			return res.mark, res.err
+		default:
+			return 0, ErrClosed
+		}
 	}
 }
 
@@ -478,19 +544,13 @@ func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) error
 // new segment first, so nothing is ever appended after a replayed tail.
 func (l *Log) Run(ctx context.Context) error {
 	defer l.close()
-	if err := l.rotate(); err != nil {
-		l.setDegraded(err)
-	}
+	l.rotateOrDegrade()
 	var (
 		batch []*request
 		buf   []byte
-		tick  <-chan time.Time // nil without KeepFor or SettledFunc: no reclaiming
 	)
-	if l.opt.KeepFor > 0 || l.opt.SettledFunc != nil {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		tick = t.C
-	}
+	reclaimTick := time.NewTicker(time.Second)
+	defer reclaimTick.Stop()
 	statsTick := time.NewTicker(l.opt.StatsInterval)
 	defer statsTick.Stop()
 	linger := time.NewTimer(time.Hour)
@@ -509,7 +569,7 @@ func (l *Log) Run(ctx context.Context) error {
 				last = s
 			}
 			continue
-		case <-tick:
+		case <-reclaimTick.C:
 			if err := l.reclaim(); err != nil {
 				l.log.WarnContext(ctx, "reclaim intake log", "err", err)
 			}
@@ -535,9 +595,9 @@ func (l *Log) Run(ctx context.Context) error {
 				newest = r.newest
 			}
 		}
-		err := l.commit(buf, newest, len(batch))
+		mark, err := l.commit(buf, newest, len(batch))
 		for _, r := range batch {
-			r.done <- err
+			r.done <- result{mark, err}
 		}
 		clear(batch)
 	}
@@ -572,15 +632,16 @@ func (l *Log) gather(batch []*request, until <-chan time.Time) []*request {
 	return batch
 }
 
-// commit writes and syncs buf to the current segment. On failure it never
-// retries that file: it opens a new segment and writes the batch there once;
-// if that fails too, the log is degraded until RetryInterval has passed.
-func (l *Log) commit(buf []byte, newest time.Time, records int) error {
+// commit writes and syncs buf to the current segment and returns its mark,
+// with one debt owed on it per record. On failure it never retries that
+// file: it opens a new segment and writes the batch there once; if that
+// fails too, the log is degraded until RetryInterval has passed.
+func (l *Log) commit(buf []byte, newest time.Time, records int) (uint64, error) {
 	l.mu.Lock()
 	degraded := l.degraded
 	l.mu.Unlock()
 	if degraded != nil {
-		return fmt.Errorf("%w: %w", ErrDegraded, degraded)
+		return 0, fmt.Errorf("%w: %w", ErrDegraded, degraded)
 	}
 	start := l.opt.NowFunc()
 	err := l.writeSync(buf)
@@ -592,7 +653,7 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) error {
 		if err != nil {
 			l.countFailure(err)
 			l.setDegraded(err)
-			return fmt.Errorf("%w: %w", ErrDegraded, err)
+			return 0, fmt.Errorf("%w: %w", ErrDegraded, err)
 		}
 	}
 	took := l.opt.NowFunc().Sub(start)
@@ -612,14 +673,21 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) error {
 	l.stats.SyncTime += took
 	l.recentMax = max(l.recentMax, took)
 	cur.committed = l.opt.NowFunc()
+	cur.owed += int64(records)
+	mark := cur.index
 	full := cur.size >= l.opt.SegmentBytes || cur.committed.Sub(cur.opened) >= l.opt.SegmentAge
 	l.mu.Unlock()
 	if full {
-		if err := l.rotate(); err != nil {
-			l.setDegraded(err)
-		}
+		l.rotateOrDegrade()
 	}
-	return nil
+	return mark, nil
+}
+
+// rotateOrDegrade starts a new segment; if it cannot, the log is degraded.
+func (l *Log) rotateOrDegrade() {
+	if err := l.rotate(); err != nil {
+		l.setDegraded(err)
+	}
 }
 
 // writeSync writes buf to the current segment and syncs it.
@@ -707,48 +775,44 @@ func (l *Log) recover() {
 	l.log.Info("intake log recovered")
 }
 
-// reclaim deletes the segments that are settled (SettledFunc) or older than
-// KeepFor.
+// reclaim starts a new segment if the current one has held data for
+// SegmentAge with no commit to close it (a lull), so that it can go too,
+// then deletes the segments that may go (see drop). Run calls it every second.
 func (l *Log) reclaim() error {
-	var settled, old time.Time
-	if l.opt.SettledFunc != nil {
-		settled = l.opt.SettledFunc()
-	}
-	if l.opt.KeepFor > 0 {
-		old = l.opt.NowFunc().Add(-l.opt.KeepFor)
-	}
 	l.mu.Lock()
-	replayed := l.replayedAt
+	var idle bool
+	if n := len(l.segments); n > 0 && l.degraded == nil {
+		cur := l.segments[n-1]
+		idle = cur.file != nil && cur.size > 0 && l.opt.NowFunc().Sub(cur.opened) >= l.opt.SegmentAge
+	}
 	l.mu.Unlock()
-	_, err := l.drop(func(s *segment) bool {
-		// A segment this process wrote is settled once its last commit
-		// came before the settled moment. One from before the start holds
-		// callbacks that Replay handed over (they are not journaled again):
-		// it is settled once the whole replay is.
-		switch {
-		case s.newest.Before(old):
-			return true
-		case s.committed.IsZero():
-			return !replayed.IsZero() && replayed.Before(settled)
-		default:
-			return s.committed.Before(settled)
-		}
-	})
+	if idle {
+		l.rotateOrDegrade()
+	}
+	_, err := l.drop(false)
 	return err
 }
 
-// drop deletes the closed segments for which gone reports true.
-func (l *Log) drop(gone func(*segment) bool) (int64, error) {
+// drop deletes the closed segments that may go, and reports the bytes
+// freed: each one on which nothing is owed (if it was there at Open, once
+// Replay has read them all), and any whose last commit is older than
+// KeepFor. The segment being written stays, unless final: Run has ended and
+// closed it.
+func (l *Log) drop(final bool) (int64, error) {
+	now := l.opt.NowFunc()
 	l.mu.Lock()
 	var drop []*segment
 	keep := l.segments[:0]
 	for i, s := range l.segments {
-		if i < len(l.segments)-1 && s.file == nil && gone(s) {
+		closed := s.file == nil && (i < len(l.segments)-1 || final)
+		settled := s.owed == 0 && (!s.replay || l.replayed)
+		if closed && (settled || l.aged(s, now)) {
 			drop = append(drop, s)
 			continue
 		}
 		keep = append(keep, s)
 	}
+	clear(l.segments[len(keep):]) // let the dropped go
 	l.segments = keep
 	l.mu.Unlock()
 	var freed int64
@@ -765,6 +829,20 @@ func (l *Log) drop(gone func(*segment) bool) (int64, error) {
 	l.stats.Reclaimed += int64(len(drop) - len(errs))
 	l.mu.Unlock()
 	return freed, errors.Join(errs...)
+}
+
+// aged reports whether s's last commit is older than KeepFor. Both times
+// carry a monotonic reading, so a stepped wall clock changes nothing; a
+// segment from before Open is as old as the time since Open at least.
+func (l *Log) aged(s *segment, now time.Time) bool {
+	if l.opt.KeepFor <= 0 {
+		return false
+	}
+	last := s.committed
+	if last.IsZero() {
+		last = l.openedAt
+	}
+	return now.Sub(last) > l.opt.KeepFor
 }
 
 // logStats logs what happened since last: the group commits, their mean
@@ -822,6 +900,21 @@ func (l *Log) close() {
 	if cur != nil && cur.file != nil {
 		_ = cur.file.Close()
 		cur.file = nil
+	}
+	close(l.stopped)
+	// After a drain that settled everything nothing is owed, and every
+	// segment goes: the next start has nothing to replay. The directory is
+	// synced so that the deletions outlive a crash; if they did not, the
+	// next start would only replay what is already written, which is
+	// harmless.
+	if _, err := l.drop(true); err != nil {
+		l.log.Warn("reclaim intake log at close", "err", err)
+	}
+	if err := l.opt.FS.SyncDir(l.dir); err != nil {
+		l.log.Warn("sync intake log directory at close", "err", err)
+	}
+	if s := l.Stats(); s.OnDisk > 0 {
+		l.log.Info("intake log closed with callbacks still owed; the next start replays them", "on_disk", s.OnDisk)
 	}
 	_ = l.lock.Close() // releases the flock
 }

@@ -41,7 +41,10 @@ func running(t *testing.T, dir string, opt Options) (l *Log, stop func()) {
 	return l, stop
 }
 
-func appendRec(ctx context.Context, l *Log, r Record) error { return l.Append(ctx, r.IDs, r.Received) }
+func appendRec(ctx context.Context, l *Log, r Record) error {
+	_, err := l.Append(ctx, r.IDs, r.Received)
+	return err
+}
 
 func rec(sec int64, ids ...int64) Record {
 	return Record{Received: time.Unix(sec, 123), IDs: ids}
@@ -72,7 +75,7 @@ func TestAppendReplay(t *testing.T) {
 	l, stop := running(t, dir, Options{})
 	want := []Record{rec(1, 0, 1, 2), rec(2), rec(3, -1<<63, 1<<63-1, -5)}
 	for _, r := range want {
-		if err := l.Append(t.Context(), r.IDs, r.Received); err != nil {
+		if err := appendRec(t.Context(), l, r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,7 +129,7 @@ func TestTornTail(t *testing.T) {
 	l, stop := running(t, dir, Options{})
 	want := []Record{rec(1, 1), rec(2, 2), rec(3, 3)}
 	for _, r := range want {
-		if err := l.Append(t.Context(), r.IDs, r.Received); err != nil {
+		if err := appendRec(t.Context(), l, r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -170,7 +173,7 @@ func TestFlippedBit(t *testing.T) {
 			l, stop := running(t, dir, Options{})
 			all := []Record{rec(1, 1, 2), rec(2, 3, 4), rec(3, 5, 6)}
 			for _, r := range all {
-				if err := l.Append(t.Context(), r.IDs, r.Received); err != nil {
+				if err := appendRec(t.Context(), l, r); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -218,36 +221,142 @@ func TestDirectoryLocked(t *testing.T) {
 	l2.Close()
 }
 
-// drop deletes whole segments, never the one being written.
-func TestReclaim(t *testing.T) {
-	dir := t.TempDir()
-	l, _ := running(t, dir, Options{SegmentBytes: 1}) // a segment per commit
-	for i := range 5 {
-		if err := appendRec(t.Context(), l, rec(int64(10*(i+1)), int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	before := l.Stats().OnDisk
-	freed, err := l.drop(receivedBefore(time.Unix(35, 0))) // the records at 10, 20 and 30 s go
+// mustAppend appends r and returns its mark.
+func mustAppend(t *testing.T, l *Log, r Record) uint64 {
+	t.Helper()
+	mark, err := l.Append(t.Context(), r.IDs, r.Received)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after := l.Stats().OnDisk; freed <= 0 || after != before-freed {
-		t.Errorf("freed %d, on disk %d -> %d", freed, before, after)
+	return mark
+}
+
+// A segment goes once nothing is owed on it; the one being written stays.
+func TestReclaim(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := running(t, dir, Options{SegmentBytes: 1}) // a segment per commit
+	var marks []uint64
+	for i := range 4 {
+		marks = append(marks, mustAppend(t, l, rec(int64(i+1), int64(i))))
 	}
-	if got := l.Stats().Reclaimed; got != 3 {
-		t.Errorf("Reclaimed = %d segments, want 3", got)
+	files := func() int { return len(segmentFiles(t, dir)) }
+	drop := func(want int, why string) {
+		t.Helper()
+		before := l.Stats().OnDisk
+		freed, err := l.drop(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := files(); got != want {
+			t.Errorf("%s: %d segment files, want %d", why, got, want)
+		}
+		if after := l.Stats().OnDisk; after != before-freed {
+			t.Errorf("%s: freed %d, on disk %d -> %d", why, freed, before, after)
+		}
 	}
-	if _, err := l.drop(receivedBefore(time.Unix(1000, 0))); err != nil {
-		t.Fatal(err)
-	}
+	drop(5, "all owed") // 4 closed, 1 being written
+	l.Owe(marks[1], -1)
+	drop(4, "the second paid")
+	l.Owe(marks[2], 2) // two IDs of it not settled yet
+	l.Owe(marks[2], -1)
+	drop(4, "the third with its record paid, two IDs still owed")
+	l.Owe(marks[2], -2)
+	drop(3, "the third paid")
+	l.Owe(marks[0], -1)
+	l.Owe(marks[3], -1)
+	drop(1, "everything paid")
+	l.Owe(marks[0], -1) // a gone mark owes nothing
 	if err := appendRec(t.Context(), l, rec(60, 6)); err != nil {
 		t.Fatalf("Append after reclaiming everything = %v, want the current segment kept", err)
 	}
 }
 
-func receivedBefore(cutoff time.Time) func(*segment) bool {
-	return func(s *segment) bool { return s.newest.Before(cutoff) }
+// A segment older than KeepFor goes however much is owed on it. Stepping
+// the clock back lets nothing go.
+func TestReclaimAged(t *testing.T) {
+	dir := t.TempDir()
+	var nowNS atomic.Int64
+	nowNS.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, nowNS.Load()) }
+	l, _ := running(t, dir, Options{SegmentBytes: 1, KeepFor: 30 * time.Second, NowFunc: clock})
+	files := func(want int, why string) {
+		t.Helper()
+		if _, err := l.drop(false); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(segmentFiles(t, dir)); got != want {
+			t.Fatalf("%s: %d segment files, want %d", why, got, want)
+		}
+	}
+	m1 := mustAppend(t, l, rec(1, 1))
+	nowNS.Add(int64(-time.Hour)) // the wall clock steps back
+	files(2, "after a clock step back")
+	nowNS.Add(int64(time.Hour + 20*time.Second))
+	m2 := mustAppend(t, l, rec(2, 2))
+	l.Owe(m2, -1)
+	files(2, "20 s on: the first is owed and not yet aged, the second paid")
+	nowNS.Add(int64(11 * time.Second))
+	files(1, "31 s on: the aged first one gone")
+	l.Owe(m1, -1) // paid on a gone mark: nothing happens
+}
+
+// Run's end deletes every segment once nothing is owed, so a clean restart
+// replays nothing; with a debt left, everything stays for the next start.
+func TestCloseDeletesWhatIsPaid(t *testing.T) {
+	dir := t.TempDir()
+	l, stop := running(t, dir, Options{})
+	m := mustAppend(t, l, rec(1, 1, 2))
+	mustAppend(t, l, rec(2, 3))
+	l.Owe(m, -1)
+	stop()
+	if got, _ := replay(t, dir); len(got) != 2 {
+		t.Fatalf("replayed %d records with one still owed, want 2", len(got))
+	}
+
+	l, stop = running(t, dir, Options{})
+	if err := l.Replay(func(r Record) error { l.Owe(r.Mark, -1); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	m = mustAppend(t, l, rec(3, 4))
+	l.Owe(m, -1)
+	stop()
+	if got := segmentFiles(t, dir); len(got) != 0 {
+		t.Errorf("segments %v left after a close with nothing owed, want none", got)
+	}
+}
+
+// A sender that leaves while its record is being synced does not undo the
+// record: Append waits for the sync and returns the mark, so the caller
+// queues what is on disk instead of leaving it to a crash to replay.
+// (Before, Append returned ctx's error here and the callback sat in the log
+// unprocessed.)
+func TestAppendOutlivesItsContext(t *testing.T) {
+	gate := &faultFS{entered: make(chan struct{}, 1)}
+	l, _ := running(t, t.TempDir(), Options{FS: gate})
+	release := make(chan struct{})
+	gate.held.Store(&release)
+	ctx, cancel := context.WithCancel(t.Context())
+	type result struct {
+		mark uint64
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		mark, err := l.Append(ctx, []int64{7}, time.Unix(1, 0))
+		done <- result{mark, err}
+	}()
+	<-gate.entered // the writer is syncing it
+	cancel()
+	select {
+	case r := <-done:
+		t.Fatalf("Append returned %v before its sync ended", r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	gate.held.Store(nil)
+	close(release)
+	if r := <-done; r.err != nil || r.mark == 0 {
+		t.Errorf("Append = %d, %v after its sender left mid-sync, want its mark and nil", r.mark, r.err)
+	}
 }
 
 func TestMaxBytes(t *testing.T) {
@@ -411,49 +520,44 @@ func TestUnwritableDirectory(t *testing.T) {
 	}
 }
 
-// Segments go once the pipeline has settled what they hold: those written
-// by this process when their last commit came before the settled moment,
-// those replayed once the whole replay is settled. The one being written
-// stays.
-func TestReclaimSettled(t *testing.T) {
+// Segments from before Open go only once Replay has read them all and what
+// it handed out is paid; this process's segments need not wait for that.
+func TestReclaimReplayed(t *testing.T) {
 	dir := t.TempDir()
 	l, stop := running(t, dir, Options{SegmentAge: time.Nanosecond}) // a segment per commit
 	for i := range 3 {
-		if err := appendRec(t.Context(), l, rec(int64(i+1), int64(i))); err != nil {
-			t.Fatal(err)
-		}
+		mustAppend(t, l, rec(int64(i+1), int64(i)))
 	}
 	stop()
 
-	var settledNS atomic.Int64 // Run's ticker reads it too
-	l, _ = running(t, dir, Options{SegmentAge: time.Nanosecond, SettledFunc: func() time.Time { return time.Unix(0, settledNS.Load()) }})
-	if err := appendRec(t.Context(), l, rec(10, 10)); err != nil {
-		t.Fatal(err)
-	}
-	if err := appendRec(t.Context(), l, rec(11, 11)); err != nil {
-		t.Fatal(err)
-	}
-	files := func() int { return len(segmentFiles(t, dir)) }
-	before := files()
-	if err := l.reclaim(); err != nil || files() != before {
-		t.Fatalf("reclaim with nothing settled: %v, %d -> %d files, want none deleted", err, before, files())
-	}
-	settledNS.Store(time.Now().UnixNano())
+	l, _ = running(t, dir, Options{SegmentAge: time.Nanosecond})
+	old := len(segmentFiles(t, dir))
+	m := mustAppend(t, l, rec(10, 10))
+	l.Owe(m, -1)
 	if err := l.reclaim(); err != nil {
 		t.Fatal(err)
 	}
-	if got := files(); got != before-2 {
-		t.Errorf("files = %d after settling, want %d: this process's closed segments gone, the replayed ones kept until the replay is settled", got, before-2)
+	if got := len(segmentFiles(t, dir)); got != old+1 {
+		t.Errorf("files = %d, want %d: the replayable ones kept, this process's paid one gone, the current one kept", got, old+1)
 	}
-	if err := l.Replay(func(Record) error { return nil }); err != nil {
+	var marks []uint64
+	if err := l.Replay(func(r Record) error { marks = append(marks, r.Mark); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	settledNS.Store(time.Now().Add(time.Second).UnixNano())
 	if err := l.reclaim(); err != nil {
 		t.Fatal(err)
 	}
-	if got := files(); got != 1 {
-		t.Errorf("files = %d after the replay is settled, want only the one being written", got)
+	if got := len(segmentFiles(t, dir)); got != old+1 {
+		t.Errorf("files = %d after Replay with its records owed, want %d", got, old+1)
+	}
+	for _, m := range marks {
+		l.Owe(m, -1)
+	}
+	if err := l.reclaim(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(segmentFiles(t, dir)); got != 1 {
+		t.Errorf("files = %d after the replay is paid, want only the one being written", got)
 	}
 }
 
