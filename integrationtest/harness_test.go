@@ -35,8 +35,9 @@ import (
 // directory after the tests.
 var binaries struct {
 	dir  string
-	mu   sync.Mutex      // guards path, and serialises the builds
+	mu   sync.Mutex      // guards path and tool, and serialises the builds
 	path map[bool]string // race detector on → binary
+	tool string          // objectsource, without the race detector
 }
 
 func TestMain(m *testing.M) {
@@ -83,6 +84,85 @@ func build(t *testing.T, race bool) string {
 	}
 	binaries.path[race] = bin
 	return bin
+}
+
+// load is a run of the load tool, objectsource, built without the race
+// detector: an upstream or a flood of senders in a process of its own, so
+// that a race-instrumented test process is not what limits the load.
+type load struct {
+	cmd  *exec.Cmd
+	out  *logtest.Buffer
+	done chan struct{} // closed when the process has exited
+}
+
+// startLoad runs objectsource with args. The process is stopped at cleanup
+// if it is still running.
+func startLoad(t *testing.T, args ...string) *load {
+	t.Helper()
+	binaries.mu.Lock()
+	if binaries.tool == "" {
+		bin := filepath.Join(binaries.dir, "objectsource")
+		if out, err := exec.Command("go", "build", "-o", bin, "../objectsource").CombinedOutput(); err != nil {
+			binaries.mu.Unlock()
+			t.Fatalf("go build objectsource: %v\n%s", err, out)
+		}
+		binaries.tool = bin
+	}
+	bin := binaries.tool
+	binaries.mu.Unlock()
+	l := &load{cmd: exec.Command(bin, append([]string{"-log-level", "error"}, args...)...), out: &logtest.Buffer{}, done: make(chan struct{})}
+	l.cmd.Stdout, l.cmd.Stderr = l.out, l.out
+	if err := l.cmd.Start(); err != nil {
+		t.Fatalf("start objectsource: %v", err)
+	}
+	go func() {
+		_ = l.cmd.Wait()
+		close(l.done)
+	}()
+	t.Cleanup(func() {
+		_ = l.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-l.done:
+		case <-time.After(15 * time.Second):
+			_ = l.cmd.Process.Kill()
+			<-l.done
+		}
+	})
+	return l
+}
+
+// startUpstream runs the load tool as the upstream alone, with args, and
+// returns its base URL once it takes connections.
+func startUpstream(t *testing.T, args ...string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	l := startLoad(t, append([]string{"-addr", addr, "-target", ""}, args...)...)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "http://" + addr
+		}
+		select {
+		case <-l.done:
+			t.Fatalf("objectsource exited: %s", l.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("objectsource not listening after 10 s: %s", l.out.String())
+		}
+	}
+}
+
+// wait waits for the load tool to exit by itself, at most limit, and
+// returns what it printed.
+func (l *load) wait(t *testing.T, limit time.Duration) string {
+	t.Helper()
+	select {
+	case <-l.done:
+	case <-time.After(limit):
+		t.Fatalf("objectsource still running after %v", limit)
+	}
+	return l.out.String()
 }
 
 // service is one running instance of the built binary.

@@ -13,9 +13,9 @@ import (
 // lookups run.
 //
 // Replayed callbacks (Restore) are taken only while no live one is queued
-// and replayed IDs hold less than half of MaxWaiting, so a replay can
-// neither fill the receipts buffer nor the waiting set that Enqueue checks:
-// it never costs a live callback its 202.
+// and replayed IDs leave room (replayRoom), so a replay can neither fill
+// the receipts buffer nor the waiting set that Enqueue checks: it never
+// costs a live callback its 202.
 func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-chan outcome) {
 	defer close(jobs)
 	c := newCoalescer(p.owe)
@@ -36,7 +36,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 		// off unless a job waits for a permit.
 		var out chan<- job
 		var restores <-chan receipt
-		if len(p.receipts) == 0 && c.waitingReplayed() < p.opt.MaxWaiting/2 {
+		if len(p.receipts) == 0 && c.waitingReplayed() < p.replayRoom() {
 			restores = p.restores
 		}
 		freedUp = nil
@@ -66,6 +66,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			c.finish(o)
 		case <-second.C:
 			p.oldestQueued.Store(c.oldest())
+			p.backlog.Store(int64(p.lim.backlog(p.opt.TTL)))
 		case <-tick.C:
 			if s := p.Stats(); s != last {
 				last = s
@@ -79,7 +80,20 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			return
 		}
 		p.nWaiting.Store(int64(c.waiting()))
+		p.nLive.Store(int64(c.waiting() - c.waitingReplayed()))
 	}
+}
+
+// replayRoom is how many replayed IDs may wait: half of MaxWaiting, and no
+// more than can be looked up within the TTL (see admit), so a replay never
+// takes the room live callbacks need nor builds a backlog that expires
+// unlooked-up; the rest of it waits in the journal meanwhile.
+func (p *Pipeline) replayRoom() int {
+	room := p.opt.MaxWaiting / 2
+	if b := int(p.backlog.Load()); b > 0 {
+		room = min(room, b)
+	}
+	return room
 }
 
 // work is one worker: it looks up each job it is handed and reports its

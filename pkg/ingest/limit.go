@@ -62,6 +62,7 @@ type limiter struct {
 	saturated  bool      // a lookup waited for a permit
 	lastDrop   float64   // the limit before the last decrease; 0: never decreased
 	holdUntil  time.Time // no growth before this (Retry-After)
+	meanTime   float64   // seconds one request takes, a moving average; 0: none timed yet
 }
 
 // signal is what one upstream request says about the upstream's load.
@@ -207,6 +208,37 @@ func (l *limiter) tick() {
 	if l.limit > old {
 		l.wakeAll()
 	}
+}
+
+// observe records how long one upstream request took.
+func (l *limiter) observe(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.meanTime == 0 {
+		l.meanTime = d.Seconds()
+		return
+	}
+	l.meanTime += (d.Seconds() - l.meanTime) / 256 // a few seconds of lookups
+}
+
+// backlog returns how many IDs may wait for a permit and still all be
+// looked up within ttl, by Little's law: requests complete at about the
+// limit over the mean request time, and the last to start must finish one
+// request's time before ttl is over. The limit it counts with is the one it
+// is heading for: its ceiling while no overload has been seen (slow start
+// doubles it every window), else where it stands. It is at least one limit's
+// worth, and 0, meaning no bound, until a request has been timed.
+func (l *limiter) backlog(ttl time.Duration) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.meanTime == 0 {
+		return 0
+	}
+	target := l.limit
+	if l.lastDrop == 0 {
+		target = l.ceiling
+	}
+	return int(max(target, target/l.meanTime*(ttl.Seconds()-l.meanTime)))
 }
 
 // snapshot returns the limit and the requests in flight now, ending the

@@ -225,3 +225,26 @@ func TestLimiterRefusalConsumesPermit(t *testing.T) {
 		t.Errorf("limit, in flight = %d, %d; want 9, 9", limit, inFlight)
 	}
 }
+
+// The backlog is what the limit can look up within the TTL at the mean
+// request time: with the ceiling while the upstream has never pushed back,
+// with the limit once it has; never less than one limit's worth, and no
+// bound before any request was timed.
+func TestLimiterBacklog(t *testing.T) {
+	c := &fakeClock{t: time.Unix(0, 0)}
+	l := newLimiter(10, 100, c.now)
+	if got := l.backlog(30 * time.Second); got != 0 {
+		t.Errorf("backlog before any request = %d, want 0 (no bound)", got)
+	}
+	l.observe(2 * time.Second)
+	if got, want := l.backlog(30*time.Second), 100/2*28; got != want {
+		t.Errorf("backlog with the ceiling = %d, want %d", got, want)
+	}
+	l.lastDrop, l.limit = 40, 20 // the upstream pushed back
+	if got, want := l.backlog(30*time.Second), 20/2*28; got != want {
+		t.Errorf("backlog with the limit = %d, want %d", got, want)
+	}
+	if got := l.backlog(time.Second); got != 20 {
+		t.Errorf("backlog with a TTL below a request's time = %d, want one limit, 20", got)
+	}
+}

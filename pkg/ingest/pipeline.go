@@ -79,12 +79,16 @@ type Upserter interface {
 	UpsertObjects(ctx context.Context, s []Sighting) error
 }
 
-// Errors returned by Enqueue. Both pass (a full queue drains, a closing
+// Errors returned by Enqueue. All pass (a full queue drains, a closing
 // instance is replaced), so they report Temporary and the HTTP edge answers
 // 503 with Retry-After.
 var (
 	ErrFull   error = refusal("ingest: queue full")
 	ErrClosed error = refusal("ingest: closed")
+	// ErrBacklog: more IDs wait than the upstream can look up within the
+	// TTL at the rate it answers; accepting more would only delay every
+	// waiting ID until its row expires unwritten.
+	ErrBacklog error = refusal("ingest: backlog beyond what the upstream can look up within the ttl")
 	// errGone: the sender left before its callback was durable.
 	errGone error = refusal("ingest: sender gone before the callback was durable")
 )
@@ -208,9 +212,12 @@ type Pipeline struct {
 	receipts chan receipt  // created and closed by the Pipeline; read by the dispatcher
 	restores chan receipt  // Restore to the dispatcher; unbuffered and never closed
 	closing  chan struct{} // closed by Close: Restore stops waiting
+	finished chan struct{} // closed when the dispatcher has returned: nothing reads receipts
 
 	lim      *limiter     // how many upstream requests may be in flight
 	nWaiting atomic.Int64 // coalescer.waiting(), published by the dispatcher for Enqueue
+	nLive    atomic.Int64 // of those, named by live callbacks (not only by a replay)
+	backlog  atomic.Int64 // limiter.backlog(TTL), published every second; 0: no bound
 
 	// The oldest receipt (Unix ns, 0: none) among the coalescer's entries,
 	// published by the dispatcher, and among the writer's unwritten rows,
@@ -234,6 +241,7 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 		receipts: make(chan receipt, opt.QueueSize),
 		restores: make(chan receipt),
 		closing:  make(chan struct{}),
+		finished: make(chan struct{}),
 		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.NowFunc),
 	}
 }
@@ -289,8 +297,14 @@ func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time)
 		}
 		// On disk already, and admit found room a sync ago: wait for the
 		// dispatcher, which reads receipts until Close, rather than refuse
-		// what a crash would replay anyway.
-		p.receipts <- r
+		// what a crash would replay anyway. If it has stopped (Run was
+		// cancelled without Close), the debt stays and the next start
+		// replays the callback.
+		select {
+		case p.receipts <- r:
+		case <-p.finished:
+			return ErrClosed
+		}
 	}
 	p.stats.accepted.Add(int64(n))
 	return nil
@@ -304,15 +318,22 @@ func (p *Pipeline) owe(mark uint64, n int) {
 }
 
 // admit refuses a callback that could not be queued anyway, before the
-// journal spends a sync on it.
+// journal spends a sync on it, and one that would add to a backlog that
+// cannot be looked up within the TTL: better a 503 the sender sees than a
+// 202 for a row that expires unwritten, and a backlog so bounded is one
+// that the workers, oldest first, serve within the TTL.
 func (p *Pipeline) admit(ids []int64) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	switch {
 	case p.closed:
 		return ErrClosed
-	case len(ids) > 0 && (p.nWaiting.Load() >= int64(p.opt.MaxWaiting) || len(p.receipts) == cap(p.receipts)):
+	case len(ids) == 0:
+		return nil
+	case p.nWaiting.Load() >= int64(p.opt.MaxWaiting) || len(p.receipts) == cap(p.receipts):
 		return ErrFull
+	case p.backlog.Load() > 0 && p.nLive.Load() >= p.backlog.Load():
+		return ErrBacklog
 	}
 	return nil
 }
@@ -405,6 +426,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	writer.Go(func() { p.write(ctx, sightings) })
 
 	p.dispatch(ctx, jobs, outcomes) // closes jobs when it returns
+	close(p.finished)
 	workers.Wait()
 	close(sightings) // every sender has returned
 	writer.Wait()

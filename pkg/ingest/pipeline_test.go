@@ -323,6 +323,36 @@ func TestEnqueueRefuses(t *testing.T) {
 			must(t, wait())
 		})
 	})
+	t.Run("backlog-beyond-ttl", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			// 10 lookups of 1 s at a time: 10 IDs a second, so with a TTL of
+			// 5 s, 40 may wait (the last must start a lookup's time before
+			// the TTL ends).
+			f := &fakeSource{OnlineFunc: evenOnline(time.Second)}
+			p := New(logtest.Discard(), f, u, Options{Workers: 10, MinLookups: 10, TTL: 5 * time.Second})
+			wait := start(t, t.Context(), p)
+			ids := func(from, n int64) []int64 {
+				var s []int64
+				for i := range n {
+					s = append(s, from+i)
+				}
+				return s
+			}
+			must(t, p.Enqueue(context.Background(), ids(0, 10), time.Now()))
+			time.Sleep(1500 * time.Millisecond)                                // timed, and the bound published
+			must(t, p.Enqueue(context.Background(), ids(100, 50), time.Now())) // 10 fly, 40 wait
+			synctest.Wait()
+			if err := p.Enqueue(context.Background(), []int64{1000}, time.Now()); !errors.Is(err, ErrBacklog) {
+				t.Errorf("Enqueue with 40 waiting = %v, want ErrBacklog", err)
+			}
+			time.Sleep(5 * time.Second)
+			must(t, p.Enqueue(context.Background(), []int64{1000}, time.Now()))
+			must(t, wait())
+			if s := p.Stats(); s.GaveUp != 0 {
+				t.Errorf("%d accepted ids given up, want 0: the bound is what the TTL allows", s.GaveUp)
+			}
+		})
+	})
 	t.Run("closed", func(t *testing.T) {
 		p := New(logtest.Discard(), f, u, Options{})
 		p.Close()

@@ -76,8 +76,10 @@ func (p *Pipeline) lookup(ctx context.Context, j job, pm *permit) (online, ok bo
 		}
 		start := time.Now()
 		online, err := p.src.Online(ctx, j.id)
+		took := time.Since(start)
+		p.lim.observe(took)
 		if f := p.opt.ObserveLookupFunc; f != nil {
-			f(time.Since(start))
+			f(took)
 		}
 		pm.release(classify(err))
 		if err == nil {

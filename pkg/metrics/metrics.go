@@ -134,6 +134,7 @@ var (
 	restored         = desc("callback_ids_restored_total", "Distinct IDs of callbacks replayed from the intake log at start.")
 	notDurable       = desc("callback_not_durable_total", "Callbacks answered 202 from memory because the intake log could not write.")
 	walBytes         = desc("callback_wal_bytes", "Bytes the intake log holds on disk.")
+	walOldest        = desc("callback_wal_oldest_seconds", "Age of the oldest callback the intake log holds: the seconds of intake a crash would replay (0 when empty).")
 	walDegraded      = desc("callback_wal_degraded", "1 while the intake log cannot write (202s are then in memory only).")
 	walRecords       = desc("callback_wal_records_total", "Callbacks synced to the intake log.")
 	walSyncs         = desc("callback_wal_syncs_total", "Group commits of the intake log.")
@@ -191,11 +192,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Journal == nil { // memory only: nothing on disk, nothing degraded
 		gauge(walBytes, 0)
+		gauge(walOldest, 0)
 		gauge(walDegraded, 0)
 	}
 	if j := c.src.Journal; j != nil {
 		w := j.Stats()
 		gauge(walBytes, float64(w.OnDisk))
+		var held float64
+		if !w.Oldest.IsZero() {
+			held = max(time.Since(w.Oldest).Seconds(), 0)
+		}
+		gauge(walOldest, held)
 		var degraded float64
 		if w.Degraded {
 			degraded = 1

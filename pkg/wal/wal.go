@@ -177,7 +177,7 @@ type segment struct {
 	index     uint64 // also the mark of its records
 	path      string
 	size      int64
-	newest    time.Time // the newest receipt in it; zero if none
+	oldest    time.Time // the oldest receipt in it; zero if none
 	opened    time.Time // when this process opened it for writing; zero for older ones
 	committed time.Time // the end of its last commit by this process; zero for older ones
 	file      File      // open while it is being written
@@ -200,13 +200,14 @@ type Stats struct {
 	TornBytes int64         // bytes cut off the end of the last segment by Open
 	Reclaimed int64         // segments deleted
 	OnDisk    int64         // bytes the log holds now
+	Oldest    time.Time     // the oldest receipt it holds now; zero if none
 	Degraded  bool          // writes are failing and Append fails fast
 }
 
 type request struct {
-	payload []byte
-	newest  time.Time
-	done    chan result
+	payload  []byte
+	received time.Time
+	done     chan result
 }
 
 // result is a group commit's answer to each of its requests.
@@ -272,7 +273,7 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// scan lists the segments, reads each to learn its size and newest receipt,
+// scan lists the segments, reads each to learn its size and oldest receipt,
 // counts the records it must skip, and cuts a torn tail off the last one.
 func (l *Log) scan() error {
 	entries, err := l.opt.FS.ReadDir(l.dir)
@@ -300,7 +301,7 @@ func (l *Log) scan() error {
 		if err != nil {
 			return err
 		}
-		s.size, s.newest = int64(len(data)), sum.newest
+		s.size, s.oldest = int64(len(data)), sum.oldest
 		l.stats.Corrupt += int64(sum.corrupt)
 		if sum.corrupt > 0 {
 			l.log.Warn("skipped corrupt records", "segment", s.path, "count", sum.corrupt)
@@ -391,7 +392,7 @@ func (l *Log) Owe(mark uint64, n int) {
 
 // summary is what reading a segment found.
 type summary struct {
-	newest  time.Time // the newest receipt
+	oldest  time.Time // the oldest receipt
 	corrupt int       // damaged stretches skipped
 	end     int       // the offset just after the last intact record
 }
@@ -413,8 +414,8 @@ func readRecords(data []byte, fn func(Record) error) (summary, error) {
 			off = next
 			continue
 		}
-		if rec.Received.After(sum.newest) {
-			sum.newest = rec.Received
+		if sum.oldest.IsZero() || rec.Received.Before(sum.oldest) {
+			sum.oldest = rec.Received
 		}
 		if fn != nil {
 			if err := fn(rec); err != nil {
@@ -520,7 +521,7 @@ func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) (mark
 		return 0, ErrFull
 	}
 	l.mu.Unlock()
-	req := &request{payload: encode(nil, r), newest: r.Received, done: make(chan result, 1)}
+	req := &request{payload: encode(nil, r), received: r.Received, done: make(chan result, 1)}
 	select {
 	case l.requests <- req:
 	case <-ctx.Done():
@@ -588,14 +589,14 @@ func (l *Log) Run(ctx context.Context) error {
 		linger.Stop() // since Go 1.23 a stopped timer's channel never delivers a stale tick
 		lastBatch = len(batch)
 		buf = buf[:0]
-		var newest time.Time
+		var oldest time.Time
 		for _, r := range batch {
 			buf = append(buf, r.payload...)
-			if r.newest.After(newest) {
-				newest = r.newest
+			if oldest.IsZero() || r.received.Before(oldest) {
+				oldest = r.received
 			}
 		}
-		mark, err := l.commit(buf, newest, len(batch))
+		mark, err := l.commit(buf, oldest, len(batch))
 		for _, r := range batch {
 			r.done <- result{mark, err}
 		}
@@ -636,7 +637,7 @@ func (l *Log) gather(batch []*request, until <-chan time.Time) []*request {
 // with one debt owed on it per record. On failure it never retries that
 // file: it opens a new segment and writes the batch there once; if that
 // fails too, the log is degraded until RetryInterval has passed.
-func (l *Log) commit(buf []byte, newest time.Time, records int) (uint64, error) {
+func (l *Log) commit(buf []byte, oldest time.Time, records int) (uint64, error) {
 	l.mu.Lock()
 	degraded := l.degraded
 	l.mu.Unlock()
@@ -663,8 +664,8 @@ func (l *Log) commit(buf []byte, newest time.Time, records int) (uint64, error) 
 	l.mu.Lock()
 	cur := l.segments[len(l.segments)-1]
 	cur.size += int64(len(buf))
-	if newest.After(cur.newest) {
-		cur.newest = newest
+	if cur.oldest.IsZero() || oldest.Before(cur.oldest) {
+		cur.oldest = oldest
 	}
 	l.total += int64(len(buf))
 	l.stats.Appended += int64(records)
@@ -861,9 +862,13 @@ func (l *Log) logStats(ctx context.Context, s, last Stats) {
 		perSync = float64(s.Appended-last.Appended) / float64(syncs)
 		mean = (s.SyncTime - last.SyncTime) / time.Duration(syncs)
 	}
+	var held time.Duration // how much intake a crash now would replay
+	if !s.Oldest.IsZero() {
+		held = l.opt.NowFunc().Sub(s.Oldest).Round(time.Millisecond)
+	}
 	l.log.InfoContext(ctx, "intake log stats",
 		"appended", s.Appended, "syncs", s.Syncs, "per_sync", perSync, "sync_mean", mean, "sync_max", longest,
-		"bytes", s.Bytes, "on_disk", s.OnDisk, "reclaimed", s.Reclaimed, "failures", s.Failures, "degraded", s.Degraded)
+		"bytes", s.Bytes, "on_disk", s.OnDisk, "held", held, "reclaimed", s.Reclaimed, "failures", s.Failures, "degraded", s.Degraded)
 }
 
 // Stats returns the counters.
@@ -873,6 +878,11 @@ func (l *Log) Stats() Stats {
 	s := l.stats
 	s.OnDisk = l.total
 	s.Degraded = l.degraded != nil
+	for _, seg := range l.segments {
+		if !seg.oldest.IsZero() && (s.Oldest.IsZero() || seg.oldest.Before(s.Oldest)) {
+			s.Oldest = seg.oldest
+		}
+	}
 	return s
 }
 
