@@ -202,18 +202,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if journal != nil {
 		parts.Start(ctx, lifecycle.Part{Name: "wal", Run: journal.Run})
 	}
-	// upkeep: the replay of the intake log, then the schema, then the
-	// sweeper. The replay runs while the server already takes callbacks;
-	// until the schema is applied, writes fail and the writer keeps their
-	// rows and retries, as it does through any database outage, so
-	// callbacks are accepted from the first second. It stops after the
-	// pipeline: a drain that starts before the table exists still needs it.
+	// upkeep: the schema, then the sweeper, and beside them the replay of
+	// the intake log, which yields to live callbacks and may so take long
+	// under load (upkeep's Run owns its goroutine and waits for it). The
+	// replay runs while the server already takes callbacks; until the schema
+	// is applied, writes fail and the writer keeps their rows and retries,
+	// as it does through any database outage, so callbacks are accepted from
+	// the first second. It stops after the pipeline: a drain that starts
+	// before the table exists still needs it, and Close ends the replay.
 	parts.Start(ctx, lifecycle.Part{Name: "upkeep", Run: func(ctx context.Context) error {
-		if journal != nil {
-			if err := replay(ctx, log, journal, pipe, cfg.TTL); err != nil {
-				return err
+		replayed := make(chan struct{})
+		go func() {
+			defer close(replayed)
+			if journal != nil {
+				replay(ctx, log, journal, pipe, cfg.TTL)
 			}
-		}
+		}()
+		defer func() { <-replayed }()
 		if !ensureSchema(ctx, log, db, cfg.DBTimeout) {
 			return nil // stopped before the database answered
 		}
@@ -345,14 +350,16 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, jour
 
 // replay queues what the intake log holds from before this start, with the
 // original receipt times, skipping callbacks older than the TTL (their rows
-// would be swept at once). Upserts move last_seen only forward, so replaying
-// a callback that was already written changes nothing, and a crash during
-// the replay just replays again.
-func replay(ctx context.Context, log *slog.Logger, journal *wal.Log, pipe *ingest.Pipeline, ttl time.Duration) error {
-	cutoff := time.Now().Add(-ttl)
+// would be swept at once; the cutoff moves on while the replay waits for
+// live callbacks). Upserts move last_seen only forward, so replaying a
+// callback that was already written changes nothing, and a crash during the
+// replay just replays again. A log it cannot read is logged, not fatal: the
+// service goes on taking callbacks, and what was not replayed stays on disk
+// until it outlives the TTL.
+func replay(ctx context.Context, log *slog.Logger, journal *wal.Log, pipe *ingest.Pipeline, ttl time.Duration) {
 	var callbacks, skipped int
 	err := journal.Replay(func(r wal.Record) error {
-		if r.Received.Before(cutoff) {
+		if time.Since(r.Received) > ttl {
 			skipped++
 			journal.Owe(r.Mark, -1) // settled: its rows would be swept at once
 			return nil
@@ -365,14 +372,14 @@ func replay(ctx context.Context, log *slog.Logger, journal *wal.Log, pipe *inges
 		// Shutting down mid-replay: what is left stays in the log, and the
 		// next start replays it.
 		log.Warn("intake log replay cut short by shutdown", "count", callbacks)
-		return nil
+		return
 	case err != nil:
-		return fmt.Errorf("replay intake log: %w", err)
+		log.Error("replay intake log: callbacks not replayed stay on disk until they outlive the ttl", "count", callbacks, "err", err)
+		return
 	}
 	st := journal.Stats()
 	log.Info("intake log replayed", "count", callbacks, "skipped_older_than_ttl", skipped,
 		"corrupt", st.Corrupt, "torn_bytes", st.TornBytes)
-	return nil
 }
 
 // adminServer listens on addr and returns the part that serves

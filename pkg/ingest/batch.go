@@ -7,9 +7,10 @@ import (
 )
 
 // write is the batch writer. It owns unwritten (ID → newest receipt time,
-// with that receipt's journal debt), so memory stays bounded by the number
-// of distinct IDs however long the database is down. A row's debt is paid
-// once it is written; an older sighting merged into it pays its own at once. It flushes when unwritten reaches BatchSize and every
+// and the journal debt on its newest durable receipt), so memory stays
+// bounded by the number of distinct IDs however long the database is down.
+// A row's debt is paid once it is written; an older sighting merged into it
+// pays its own at once. It flushes when unwritten reaches BatchSize and every
 // FlushInterval; after a failed write it keeps the rows, goes on merging new
 // sightings and tries again after a backoff. It returns once sightings is
 // closed and everything is written, or, if ctx is cancelled, after one last
@@ -64,6 +65,8 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 			switch {
 			case !dup:
 				unwritten[s.ID] = row{s.Received, s.mark}
+			case s.Received.After(r.received) && s.mark == 0:
+				unwritten[s.ID] = row{s.Received, r.mark} // not durable: the debt stays
 			case s.Received.After(r.received):
 				p.owe(r.mark, -1)
 				unwritten[s.ID] = row{s.Received, s.mark}

@@ -25,13 +25,16 @@ type outcome struct {
 // waits for a worker or is being looked up, so the memory it holds is bounded
 // by the number of distinct IDs, however many callbacks repeat them. At
 // saturation it sees millions of IDs a second on one goroutine, so add costs
-// one map lookup and times are kept as Unix nanoseconds.
+// one map lookup (and a journal call only when a debt moves) and times are
+// kept as Unix nanoseconds.
 //
 // It also keeps the journal's books (see Journal): each entry holds one debt
-// on the record of its newest receipt, and a flying entry one more for its
-// follow-up, so a crash before the ID is settled replays that record. An
-// older receipt of the same ID is subsumed: looking the object up now for
-// the newest receipt writes the row it would have written, or a newer one.
+// on the record of its newest durable receipt, and a flying entry one more
+// for its follow-up, so a crash before the ID is settled replays that
+// record. An older receipt of the same ID is subsumed: looking the object up
+// now for the newest receipt writes the row it would have written, or a
+// newer one. A newer receipt that is not durable (the journal failed) takes
+// the receipt time but not the debt, which stays on the durable record.
 //
 // IDs wait in two queues, oldest first within each: live callbacks, and
 // callbacks replayed from the journal after a restart. Live ones go first,
@@ -48,19 +51,21 @@ type coalescer struct {
 }
 
 // entry is one ID's state. While it waits, received is its newest receipt
-// and mark that receipt's journal record. While it flies, received is the
-// newest receipt that arrived since the lookup started, or 0 if none did: a
-// non-zero value earns exactly one follow-up lookup when the flight ends,
-// because the object may have changed since the in-flight lookup began; mark
-// is then the job's record and follow the follow-up's. Mark 0 is none (the
-// journal is off or failed).
+// and mark the journal record its debt is on. While it flies, received is
+// the newest receipt that arrived since the lookup started, or 0 if none
+// did: a non-zero value earns exactly one follow-up lookup when the flight
+// ends, because the object may have changed since the in-flight lookup
+// began; mark is then the job's record and follow the follow-up's. Mark 0 is
+// none (the journal is off or failed).
 type entry struct {
 	received int64 // Unix nanoseconds
 	started  int64 // while flying: the in-flight job's receipt time
 	mark     uint64
 	follow   uint64
 	flying   bool
-	replay   bool // waiting in the replayed queue
+	// replay: waiting, it is in the replayed queue; flying, only replayed
+	// callbacks named it, and its follow-up or retry goes back there.
+	replay bool
 }
 
 // newCoalescer returns an empty coalescer that keeps its debts with owe
@@ -99,15 +104,16 @@ func (c *coalescer) add(id, received int64, mark uint64, replay bool) (took bool
 		if replay && received <= e.started {
 			return false // the lookup in flight began after this callback: it covers it
 		}
+		e.replay = e.replay && replay
 		if received <= e.received {
+			c.ids[id] = e
 			return false
 		}
 		if e.received == 0 {
 			c.nFollow++
 		}
-		c.owe(e.follow, -1)
-		e.received, e.follow = received, mark
-		took = true
+		e.received = received
+		e.follow, took = c.moveDebt(e.follow, mark)
 	default:
 		if !replay && e.replay { // named live: it is wanted now
 			e.replay = false
@@ -119,12 +125,23 @@ func (c *coalescer) add(id, received int64, mark uint64, replay bool) (took bool
 			c.ids[id] = e
 			return false
 		}
-		c.owe(e.mark, -1)
-		e.received, e.mark = received, mark
-		took = true
+		e.received = received
+		e.mark, took = c.moveDebt(e.mark, mark)
 	}
 	c.ids[id] = e
 	return took
+}
+
+// moveDebt moves an entry's debt from the record old to the record of a
+// newer receipt, new, and reports whether it took one there. A receipt that
+// is not durable (new is 0) leaves the debt where it is: the newer receipt
+// could not be replayed, the older one can.
+func (c *coalescer) moveDebt(old, new uint64) (uint64, bool) {
+	if new == 0 {
+		return old, false
+	}
+	c.owe(old, -1)
+	return new, true
 }
 
 // wait queues a new waiting entry for id, which has none.
@@ -170,7 +187,7 @@ func (c *coalescer) start() {
 		c.dropStale()
 	}
 	e := c.ids[id]
-	c.ids[id] = entry{flying: true, started: e.received, mark: e.mark}
+	c.ids[id] = entry{flying: true, started: e.received, mark: e.mark, replay: e.replay}
 	c.nWaiting--
 }
 
@@ -195,8 +212,9 @@ func (c *coalescer) dropStale() {
 	}
 }
 
-// finish ends a flight and queues its follow-up or retry, if any. The job's
-// debt is paid unless it went to the writer or comes back as the retry.
+// finish ends a flight and queues its follow-up or retry, if any, in the
+// queue it came from: replayed only if nothing live named it. The job's debt
+// is paid unless it went to the writer or comes back as the retry.
 func (c *coalescer) finish(o outcome) {
 	e := c.ids[o.id]
 	delete(c.ids, o.id)
@@ -205,19 +223,31 @@ func (c *coalescer) finish(o outcome) {
 	}
 	switch {
 	case o.requeue && e.received > o.received.UnixNano():
-		c.owe(e.mark, -1) // the follow-up is newer and covers the retry
-		c.wait(o.id, entry{received: e.received, mark: e.follow})
+		// The follow-up is newer and covers the retry; the debt moves to it
+		// if it is durable.
+		mark, _ := c.moveDebt(e.mark, e.follow)
+		c.wait(o.id, entry{received: e.received, mark: mark, replay: e.replay})
 	case o.requeue:
 		c.owe(e.follow, -1)
-		c.wait(o.id, entry{received: o.received.UnixNano(), mark: e.mark})
+		c.wait(o.id, entry{received: o.received.UnixNano(), mark: e.mark, replay: e.replay})
 	default:
 		if !o.handed {
 			c.owe(e.mark, -1)
 		}
 		if e.received != 0 {
-			c.wait(o.id, entry{received: e.received, mark: e.follow})
+			c.wait(o.id, entry{received: e.received, mark: e.follow, replay: e.replay})
 		}
 	}
+}
+
+// forget ends a flight whose outcome came after the drain was abandoned:
+// nothing is queued and no debt is paid, so the journal keeps the callbacks
+// for the next start, whatever the lookup found.
+func (c *coalescer) forget(id int64) {
+	if c.ids[id].received != 0 {
+		c.nFollow--
+	}
+	delete(c.ids, id)
 }
 
 // waiting is the number of IDs waiting for a worker.

@@ -63,6 +63,13 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			permit = false // the worker owns it now
 		case <-freedUp:
 		case o := <-outcomes:
+			if ctx.Err() != nil {
+				// Cancelled: select picks among ready cases at random, so
+				// outcomes can come before ctx.Done. The worker may have
+				// skipped or cut short the lookup; pay nothing.
+				c.forget(o.id)
+				continue
+			}
 			c.finish(o)
 		case <-second.C:
 			p.oldestQueued.Store(c.oldest())
@@ -89,7 +96,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 // takes the room live callbacks need nor builds a backlog that expires
 // unlooked-up; the rest of it waits in the journal meanwhile.
 func (p *Pipeline) replayRoom() int {
-	room := p.opt.MaxWaiting / 2
+	room := max(1, p.opt.MaxWaiting/2)
 	if b := int(p.backlog.Load()); b > 0 {
 		room = min(room, b)
 	}
@@ -119,8 +126,7 @@ func (p *Pipeline) abandon(ctx context.Context, c *coalescer, outcomes <-chan ou
 	p.log.WarnContext(ctx, "drain cut short, abandoning queued ids",
 		"count", n, "in_flight", c.flying(), "err", context.Cause(ctx))
 	for c.flying() > 0 {
-		o := <-outcomes
-		delete(c.ids, o.id) // a flying entry: waiting ones are counted above and dropped with c
+		c.forget((<-outcomes).id) // waiting entries are counted above and dropped with c
 	}
 }
 

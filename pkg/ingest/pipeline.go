@@ -1,8 +1,9 @@
 // Package ingest turns accepted callbacks into rows: it coalesces their IDs,
 // looks each one up with a fixed pool of workers, and writes the online ones
-// in batches. It never blocks the caller of Enqueue and never drops an
-// accepted ID on its own: a failed lookup is retried until its row would have
-// expired anyway, and a failed write is retried with its rows kept.
+// in batches. The caller of Enqueue waits at most for its callback's sync to
+// the journal, never for a lookup or the database, and an accepted ID is
+// never dropped on its own: a failed lookup is retried until its row would
+// have expired anyway, and a failed write is retried with its rows kept.
 //
 // The goroutines, what they pass each other, and the files they live in:
 //
@@ -65,9 +66,10 @@ type Source interface {
 // Owe adds n to the debts on mark's record (negative n pays). The pipeline
 // keeps one debt on each record that something it holds still needs after
 // a crash (see coalescer), and pays it once the ID is settled: written, or
-// found offline, refused or given up. So the journal can delete what is
-// paid within seconds, and after a drain that finished everything, all of
-// it. Mark 0 is none.
+// found offline, refused or given up. What an abandoned drain leaves is
+// never paid, so the next start replays it. So the journal can delete what
+// is paid within seconds, and after a drain that finished everything, all
+// of it. Mark 0 is none.
 type Journal interface {
 	Append(ctx context.Context, ids []int64, received time.Time) (mark uint64, err error)
 	Owe(mark uint64, n int)
@@ -249,8 +251,11 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 // Enqueue hands the IDs of a callback received at received to the pipeline.
 // With a Journal it first waits until they are durable, which group commit
 // keeps to a sync's time; otherwise it never blocks. It returns ErrFull when
-// the buffer, the set of waiting IDs or the journal is full, and ErrClosed
-// after Close, so the handler can answer 503 instead of holding the request.
+// the buffer, the set of waiting IDs or the journal is full, ErrBacklog when
+// more IDs wait than can be looked up within the TTL (see admit), and
+// ErrClosed after Close, so the handler can answer 503 instead of holding
+// the request. A durable callback that finds the buffer full after its
+// sync (admit found room before it) waits for the dispatcher instead.
 // If the journal fails otherwise (a failed disk), the callback is accepted
 // in memory and counted as not durable: the endpoint keeps answering, and
 // the journal reports itself degraded. A callback that reached the disk is
@@ -359,6 +364,8 @@ func (p *Pipeline) Restore(ctx context.Context, ids []int64, received time.Time,
 		p.stats.restored.Add(int64(len(ids)))
 		return nil
 	case <-p.closing:
+		return ErrClosed
+	case <-p.finished: // Run was cancelled without Close
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()

@@ -689,6 +689,23 @@ func TestJournalDebts(t *testing.T) {
 			t.Errorf("debts after the writes = %v, want none", got)
 		}
 
+		// A newer receipt that is not durable takes the time, not the debt.
+		db.set(true)
+		must(t, p.Enqueue(context.Background(), []int64{10}, time.Now())) // mark 4
+		time.Sleep(time.Millisecond)
+		j.AppendFunc = func(context.Context, []int64, time.Time) error { return errors.New("EIO") }
+		must(t, p.Enqueue(context.Background(), []int64{10}, time.Now())) // in memory only
+		j.AppendFunc = nil
+		time.Sleep(10 * time.Second) // looked up; the write fails
+		if got, want := j.Owed(), map[uint64]int{4: 1}; !maps.Equal(got, want) {
+			t.Errorf("debts with a newer receipt in memory only = %v, want %v", got, want)
+		}
+		db.set(false)
+		time.Sleep(10 * time.Second)
+		if got := j.Owed(); len(got) != 0 {
+			t.Errorf("debts after the write = %v, want none", got)
+		}
+
 		ctx, cancel := context.WithCancel(t.Context())
 		p = New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Hour)}, &fakeUpserter{}, Options{Journal: j})
 		done := make(chan error, 1)
@@ -700,11 +717,45 @@ func TestJournalDebts(t *testing.T) {
 		if err := <-done; err == nil {
 			t.Fatal("Run = nil after an abandoned drain")
 		}
-		if got, want := j.Owed(), map[uint64]int{4: 2}; !maps.Equal(got, want) {
+		if got, want := j.Owed(), map[uint64]int{5: 2}; !maps.Equal(got, want) {
 			t.Errorf("debts after an abandoned drain = %v, want %v: kept for the next start", got, want)
 		}
 		must(t, wait())
 	})
+}
+
+// An abandoned drain pays no debt, even for lookups whose outcome the
+// dispatcher reads after the cancellation (select picks among ready cases
+// at random, so some come before ctx.Done). Many lookups end at once on the
+// cancel to give that every chance.
+func TestAbandonPaysNothing(t *testing.T) {
+	for range 5 {
+		synctest.Test(t, func(t *testing.T) {
+			j := &fakeJournal{}
+			src := &fakeSource{OnlineFunc: func(ctx context.Context, id int64) (bool, error) {
+				<-ctx.Done()
+				return false, ctx.Err()
+			}}
+			ids := make([]int64, 2000)
+			for i := range ids {
+				ids[i] = int64(i)
+			}
+			p := New(logtest.Discard(), src, &fakeUpserter{}, Options{Journal: j, Workers: 2000, MinLookups: 2000})
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			must(t, p.Enqueue(context.Background(), ids, time.Now()))
+			synctest.Wait()
+			p.Close()
+			cancel()
+			if err := <-done; err == nil {
+				t.Fatal("Run = nil after an abandoned drain")
+			}
+			if got, want := j.Owed(), map[uint64]int{1: 2000}; !maps.Equal(got, want) {
+				t.Errorf("debts after abandoning 2000 lookups = %v, want %v", got, want)
+			}
+		})
+	}
 }
 
 // database is the state of a fake database that tests bring down and up.

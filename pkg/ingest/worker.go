@@ -77,11 +77,16 @@ func (p *Pipeline) lookup(ctx context.Context, j job, pm *permit) (online, ok bo
 		start := time.Now()
 		online, err := p.src.Online(ctx, j.id)
 		took := time.Since(start)
-		p.lim.observe(took)
 		if f := p.opt.ObserveLookupFunc; f != nil {
 			f(took)
 		}
-		pm.release(classify(err))
+		sig, retryAfter := classify(err)
+		if sig == answered || sig == timedOut {
+			// What an answer takes, for the backlog bound; a refusal or our
+			// own cancellation ends early and would make it look faster.
+			p.lim.observe(took)
+		}
+		pm.release(sig, retryAfter)
 		if err == nil {
 			return online, true
 		}

@@ -174,7 +174,7 @@ type Log struct {
 
 // segment is one file of the log.
 type segment struct {
-	index     uint64 // also the mark of its records
+	index     uint64 // its records' mark is index+1: mark 0 is none
 	path      string
 	size      int64
 	oldest    time.Time // the oldest receipt in it; zero if none
@@ -323,7 +323,7 @@ func (l *Log) scan() error {
 			}
 		}
 		l.total += s.size
-		l.nextIndex = max(l.nextIndex, s.index+1)
+		l.nextIndex = s.index + 1
 	}
 	l.replayable = len(l.segments)
 	l.replayed = l.replayable == 0
@@ -348,7 +348,7 @@ func (l *Log) Replay(fn func(Record) error) error {
 			return fmt.Errorf("wal: read %s: %w", s.path, err)
 		}
 		if _, err := readRecords(data, func(r Record) error {
-			r.Mark = s.index
+			r.Mark = s.index + 1
 			l.mu.Lock()
 			l.stats.Replayed++
 			l.mu.Unlock()
@@ -382,8 +382,9 @@ func (l *Log) Owe(mark uint64, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// The newest segments are asked for most, so search from the end.
-	for i := len(l.segments) - 1; i >= 0 && l.segments[i].index >= mark; i-- {
-		if l.segments[i].index == mark {
+	index := mark - 1
+	for i := len(l.segments) - 1; i >= 0 && l.segments[i].index >= index; i-- {
+		if l.segments[i].index == index {
 			l.segments[i].owed += int64(n)
 			return
 		}
@@ -526,6 +527,8 @@ func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) (mark
 	case l.requests <- req:
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	case <-l.stopped:
+		return 0, ErrClosed
 	}
 	select {
 	case res := <-req.done:
@@ -675,7 +678,7 @@ func (l *Log) commit(buf []byte, oldest time.Time, records int) (uint64, error) 
 	l.recentMax = max(l.recentMax, took)
 	cur.committed = l.opt.NowFunc()
 	cur.owed += int64(records)
-	mark := cur.index
+	mark := cur.index + 1
 	full := cur.size >= l.opt.SegmentBytes || cur.committed.Sub(cur.opened) >= l.opt.SegmentAge
 	l.mu.Unlock()
 	if full {

@@ -335,6 +335,9 @@ func TestAppendOutlivesItsContext(t *testing.T) {
 	l, _ := running(t, t.TempDir(), Options{FS: gate})
 	release := make(chan struct{})
 	gate.held.Store(&release)
+	var once sync.Once
+	unblock := func() { once.Do(func() { gate.held.Store(nil); close(release) }) }
+	t.Cleanup(unblock) // before the log's stop, which waits for the held sync
 	ctx, cancel := context.WithCancel(t.Context())
 	type result struct {
 		mark uint64
@@ -352,8 +355,7 @@ func TestAppendOutlivesItsContext(t *testing.T) {
 		t.Fatalf("Append returned %v before its sync ended", r.err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	gate.held.Store(nil)
-	close(release)
+	unblock()
 	if r := <-done; r.err != nil || r.mark == 0 {
 		t.Errorf("Append = %d, %v after its sender left mid-sync, want its mark and nil", r.mark, r.err)
 	}
