@@ -92,10 +92,11 @@ func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, l
 	addr = ln.Addr().String()
 	ln.Close()
 	logs = &logtest.Buffer{}
-	walDir := t.TempDir() // each run its own intake log; a later -wal-dir in args wins
+	walDir := t.TempDir() // each run its own intake log; a later flag in args wins
 	result := make(chan error, 1)
 	go func() {
-		result <- run(ctx, append([]string{"-addr", addr, "-wal-dir", walDir}, args...), noEnv, logs, io.Discard)
+		// No shutdown delay: no balancer is watching these runs.
+		result <- run(ctx, append([]string{"-addr", addr, "-wal-dir", walDir, "-shutdown-delay", "0"}, args...), noEnv, logs, io.Discard)
 	}()
 	return addr, logs, result
 }

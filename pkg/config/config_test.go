@@ -41,7 +41,7 @@ func defaults() config.Config {
 		SweepInterval: time.Second,
 		SweepBatch:    5000,
 		DrainTimeout:  30 * time.Second,
-		ShutdownDelay: time.Second,
+		ShutdownDelay: 5 * time.Second,
 		IdleTimeout:   120 * time.Second,
 		StatsInterval: 10 * time.Second,
 		LogLevel:      slog.LevelInfo,

@@ -1,0 +1,163 @@
+package integrationtest
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"callback/objectsource/sim"
+	"callback/pkg/logtest"
+	"callback/pkg/pgtest"
+)
+
+// needTool returns the path of a Debian package's program. Missing, the
+// test skips with a message, or fails under CI=true, where .ci/run installs it.
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	for _, p := range []string{name, "/usr/sbin/" + name, "/usr/bin/" + name} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found; .ci/run installs Debian's %s package", name, pkg)
+	}
+	t.Skipf("%s not found: apt-get install %s to run this test", name, pkg)
+	return ""
+}
+
+// balancer is a running HAProxy with deploy/haproxy/haproxy.cfg.
+type balancer struct {
+	URL   string // where senders post
+	stats string // the stats page's CSV
+	logs  *logtest.Buffer
+}
+
+// startHAProxy runs HAProxy with the repository's config in front of the
+// three replicas and waits until it routes to all of them. It is stopped by
+// its PID at cleanup.
+func startHAProxy(t *testing.T, replicas [3]string) *balancer {
+	t.Helper()
+	bin := needTool(t, "haproxy", "haproxy")
+	listen, stats := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(bin, "-db", "-f", "../deploy/haproxy/haproxy.cfg")
+	cmd.Env = append(os.Environ(), "CALLBACK_LISTEN="+listen, "HAPROXY_STATS="+stats,
+		"CALLBACK_REPLICA1="+replicas[0], "CALLBACK_REPLICA2="+replicas[1], "CALLBACK_REPLICA3="+replicas[2])
+	b := &balancer{URL: "http://" + listen, stats: "http://" + stats + "/stats;csv", logs: &logtest.Buffer{}}
+	cmd.Stdout, cmd.Stderr = b.logs, b.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start haproxy: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("haproxy logs:\n%s", b.logs.String())
+		}
+	})
+	for i := range 3 {
+		b.waitUp(t, fmt.Sprintf("replica%d", i+1), 10*time.Second)
+	}
+	return b
+}
+
+// up reports whether HAProxy has server up.
+func (b *balancer) up(server string) (bool, error) {
+	resp, err := http.Get(b.stats)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	r := csv.NewReader(resp.Body)
+	r.FieldsPerRecord = -1
+	rows, err := r.ReadAll()
+	if err != nil {
+		return false, err
+	}
+	for _, row := range rows {
+		if len(row) > 17 && row[0] == "replicas" && row[1] == server {
+			return strings.HasPrefix(row[17], "UP"), nil
+		}
+	}
+	return false, fmt.Errorf("no server %s in haproxy's stats", server)
+}
+
+// waitUp waits until HAProxy routes to server.
+func (b *balancer) waitUp(t *testing.T, server string, limit time.Duration) {
+	t.Helper()
+	eventually(t, limit, func() error {
+		ok, err := b.up(server)
+		if err == nil && !ok {
+			err = fmt.Errorf("haproxy has %s down", server)
+		}
+		return err
+	})
+}
+
+// Scenario 11: a rolling deploy of three replicas behind HAProxy with the
+// repository's config. Ten customer-like senders (1 s timeout, keep-alive,
+// no retries, answers closed unread) post through it while every replica in
+// turn gets SIGTERM, exits 0, starts again on the same address and log
+// directory and becomes ready. Not one post may fail, and every accepted
+// online ID must be stored with its newest receipt. The default
+// -shutdown-delay is what keeps a post from meeting a closing listener:
+// with -shutdown-delay 0 the same run failed posts (see the commit).
+func TestScenarioRollingDeploy(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 2 * time.Second}
+	src := upstream(t, up)
+	bin := buildFast(t)
+	var addrs [3]string
+	var dirs [3]string
+	var replicas [3]*service
+	for i := range 3 {
+		addrs[i], dirs[i] = freeAddr(t), t.TempDir()
+		replicas[i] = startServiceAt(t, bin, addrs[i], dbURL, src, "-wal-dir", dirs[i])
+	}
+	lb := startHAProxy(t, addrs)
+	db := connect(t, dbURL)
+
+	l := newLedger()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sums := runSender(t, ctx, &sim.Sender{
+		Target: lb.URL + "/callback", Senders: 10, Interval: 200 * time.Millisecond, MaxIDs: 100, IDRange: 3000,
+		OnSendFunc: l.record,
+	})
+	var restarts []string
+	for i := range 3 {
+		time.Sleep(2 * time.Second)
+		code, took := replicas[i].stop(syscall.SIGTERM, 60*time.Second)
+		if code != 0 {
+			t.Fatalf("replica %d exited %d after SIGTERM, want 0", i+1, code)
+		}
+		replicas[i] = startServiceAt(t, bin, addrs[i], dbURL, src, "-wal-dir", dirs[i])
+		start := time.Now()
+		lb.waitUp(t, fmt.Sprintf("replica%d", i+1), 10*time.Second)
+		restarts = append(restarts, fmt.Sprintf("replica %d: exit 0 after %v, back in the balancer %v after its start",
+			i+1, took.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond)))
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	sum := <-sums
+	sends := requireAllAccepted(t, l)
+	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
+	t.Log(strings.Join(restarts, "; "))
+	report(t, "rolling-deploy",
+		fmt.Sprintf("10 senders through HAProxy (1 s timeout, keep-alive, no retries): %d callbacks, %d ids; p99 %v", sends, sum.IDs, sum.P99.Round(100*time.Microsecond)),
+		"3 replicas on one database, each restarted in turn (SIGTERM, exit 0, start on the same address and -wal-dir, ready); failed posts: 0", checked, 0)
+}
