@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -90,6 +91,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("parse database url: %w", err)
 	}
 	poolCfg.MaxConns = int32(cfg.DBMaxConns)
+	// A host that takes the TCP connection and never answers (a frozen VM,
+	// a black-holed route) would hold each connection attempt until the
+	// statement's timeout, and with a multi-host URL the next host would
+	// never be tried. The URL's connect_timeout, if any, wins.
+	if poolCfg.ConnConfig.ConnectTimeout == 0 {
+		poolCfg.ConnConfig.ConnectTimeout = dbConnectTimeout
+	}
+	// Connections are replaced every few minutes, so that one left on the
+	// wrong node by a failover, or on an address DNS no longer gives, does
+	// not last for pgxpool's default hour. The URL's pool_max_conn_lifetime,
+	// if any, wins.
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conn_lifetime") {
+		poolCfg.MaxConnLifetime = dbConnLifetime
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("open database pool: %w", err)
@@ -279,6 +294,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("drained")
 	return nil
 }
+
+// Database connection defaults that the URL can override (see run).
+const (
+	dbConnectTimeout = 2 * time.Second
+	dbConnLifetime   = 5 * time.Minute
+)
 
 // healthcheck gets url and fails unless it answers 200 within 2 s.
 func healthcheck(ctx context.Context, url string) error {

@@ -41,7 +41,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 			failures++
 			p.behind.Store(true)
 			p.stats.writeErrs.Add(1)
-			wait := backoff(p.opt.RetryBase, p.opt.RetryMax, failures)
+			wait := backoff(p.opt.RetryBase, p.opt.WriteRetryMax, failures)
 			p.log.WarnContext(ctx, "write failed, keeping rows for retry",
 				"count", len(unwritten), "attempt", failures, "wait", wait, "err", err)
 			retry = time.After(wait)

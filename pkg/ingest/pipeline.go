@@ -114,6 +114,7 @@ const (
 	DefaultTTL               = 30 * time.Second
 	DefaultRetryBase         = 100 * time.Millisecond
 	DefaultRetryMax          = 5 * time.Second
+	DefaultWriteRetryMax     = time.Second
 	DefaultFinalFlushTimeout = 5 * time.Second
 	DefaultStatsInterval     = 10 * time.Second
 )
@@ -152,6 +153,11 @@ type Options struct {
 	// RetryBase and RetryMax bound the exponential backoff of failed lookups
 	// and writes.
 	RetryBase, RetryMax time.Duration
+	// WriteRetryMax caps the backoff of failed writes, below RetryMax: the
+	// writer is one statement, so retrying it every second costs nothing,
+	// and once the database is back (a failover, a restart) the rows go
+	// within that second instead of up to RetryMax later.
+	WriteRetryMax time.Duration
 	// FinalFlushTimeout bounds the last write attempt after Run's context is
 	// cancelled.
 	FinalFlushTimeout time.Duration
@@ -180,6 +186,7 @@ func (o *Options) setDefaults() {
 	defd(&o.TTL, DefaultTTL)
 	defd(&o.RetryBase, DefaultRetryBase)
 	defd(&o.RetryMax, DefaultRetryMax)
+	defd(&o.WriteRetryMax, DefaultWriteRetryMax)
 	defd(&o.FinalFlushTimeout, DefaultFinalFlushTimeout)
 	defd(&o.StatsInterval, DefaultStatsInterval)
 	if o.NowFunc == nil {

@@ -428,6 +428,34 @@ func TestWriterKeepsNewestPerID(t *testing.T) {
 	})
 }
 
+// Writes resume within a second of the database coming back, however long
+// it was down: the write backoff is capped at WriteRetryMax. (Before, it
+// shared the lookups' 5 s cap.)
+func TestWritesResumeWithinASecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := &database{down: true}
+		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{TTL: time.Hour})
+		wait := start(t, t.Context(), p)
+		// Five outages: where the database comes back within the retry's
+		// wait is chance, so one could pass under a longer cap.
+		for i := range int64(5) {
+			db.set(true)
+			must(t, p.Enqueue(context.Background(), []int64{2 * i}, time.Now()))
+			time.Sleep(30 * time.Second) // many failures: the backoff is at its cap
+			db.set(false)
+			back := time.Now()
+			for len(u.Rows()) <= int(i) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if took := time.Since(back); took > 1100*time.Millisecond {
+				t.Errorf("outage %d: row written %v after the database came back, want within about 1 s", i+1, took)
+			}
+		}
+		must(t, wait())
+	})
+}
+
 func TestWritesBehind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := &database{down: true}

@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -41,6 +42,28 @@ type Postgres struct {
 	db DB
 }
 
+// resetter is a pool that can close all its connections (*pgxpool.Pool).
+type resetter interface{ Reset() }
+
+// readOnly is SQLSTATE 25006, read_only_sql_transaction: the connection is
+// on a standby, typically a primary demoted by a switchover while a proxy
+// (HAProxy without shutdown-sessions, a VIP, a cloud balancer) kept the
+// session. pgx keeps such a connection, as for any statement error, and
+// every write on it would fail until its lifetime ends.
+const readOnly = "25006"
+
+// dropIfReadOnly closes every pooled connection after a read-only answer,
+// so the next statement connects again and reaches the primary wherever it
+// is now. Connections in use close when they are released.
+func (p *Postgres) dropIfReadOnly(err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == readOnly {
+		if r, ok := p.db.(resetter); ok {
+			r.Reset()
+		}
+	}
+}
+
 // New returns a store over db.
 func New(db DB) *Postgres {
 	if db == nil {
@@ -65,6 +88,7 @@ func (p *Postgres) EnsureSchema(ctx context.Context) error {
 		return fmt.Errorf("ensure schema: lock: %w", err)
 	}
 	if _, err := tx.Exec(ctx, schema); err != nil {
+		p.dropIfReadOnly(err)
 		return fmt.Errorf("ensure schema: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -101,6 +125,7 @@ func (p *Postgres) UpsertObjects(ctx context.Context, s []ingest.Sighting) error
 		ids[i], received[i] = x.ID, x.Received
 	}
 	if _, err := p.db.Exec(ctx, upsertSQL, ids, received); err != nil {
+		p.dropIfReadOnly(err)
 		return fmt.Errorf("upsert %d objects: %w", len(sorted), err)
 	}
 	return nil
@@ -123,6 +148,7 @@ WHERE id IN (
 func (p *Postgres) DeleteStale(ctx context.Context, before time.Time, limit int) (int64, error) {
 	tag, err := p.db.Exec(ctx, deleteSQL, before, limit)
 	if err != nil {
+		p.dropIfReadOnly(err)
 		return 0, fmt.Errorf("delete stale objects: %w", err)
 	}
 	return tag.RowsAffected(), nil

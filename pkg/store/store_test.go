@@ -216,3 +216,41 @@ func TestUpsertObjectsKeepsInput(t *testing.T) {
 		t.Errorf("input after UpsertObjects = %v, want it unchanged %v", in, want)
 	}
 }
+
+// A connection left on a node that turned read-only (a demoted primary
+// behind a proxy that kept the session) answers every write with SQLSTATE
+// 25006. The store drops the pool's connections then, so the next write
+// connects again. Here the one pooled connection is made read-only for its
+// session only, as a demotion leaves it while new connections reach a
+// writable primary. (Before, the second write failed on the same
+// connection, and so would every one until the connection's lifetime ended.)
+func TestReadOnlyConnectionIsDropped(t *testing.T) {
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := store.New(pool)
+	if err := s.EnsureSchema(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), "SET default_transaction_read_only = on"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Microsecond)
+	batch := []ingest.Sighting{{ID: 1, Received: now}}
+	if err := s.UpsertObjects(t.Context(), batch); err == nil {
+		t.Fatal("upsert on a read-only connection = nil, want 25006")
+	}
+	if err := s.UpsertObjects(t.Context(), batch); err != nil {
+		t.Fatalf("upsert after a read-only answer = %v, want it on a new connection", err)
+	}
+	if got := rows(t, pool); !got[1].Equal(now) {
+		t.Errorf("rows = %v, want 1 at %v", got, now)
+	}
+}
