@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/joho/godotenv"
 
@@ -97,6 +98,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// never be tried. The URL's connect_timeout, if any, wins.
 	if poolCfg.ConnConfig.ConnectTimeout == 0 {
 		poolCfg.ConnConfig.ConnectTimeout = dbConnectTimeout
+	}
+	// No prepared statements that outlive a statement: behind a pooler in
+	// transaction mode (PgBouncer) each transaction may get another server
+	// connection, where pgx's cached statements collide or are missing
+	// (42P05, 26000). The exec mode sends each statement with an unnamed
+	// one, in one round trip, and costs only the parse the cache saved.
+	// The URL's default_query_exec_mode, if any, wins.
+	if !strings.Contains(cfg.DatabaseURL, "default_query_exec_mode") {
+		poolCfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	// Connections are replaced every few minutes, so that one left on the
 	// wrong node by a failover, or on an address DNS no longer gives, does

@@ -114,7 +114,7 @@ func startCluster() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := serverCredential()
+	cred, err := Credential()
 	if err != nil {
 		return nil, err
 	}
@@ -140,12 +140,12 @@ func startCluster() (*Server, error) {
 	}
 }
 
-// serverCredential returns the OS user to run initdb and postgres as. Both refuse to run as
+// Credential returns the OS user to run initdb and postgres as (nil: this one). Both refuse to run as
 // root, so as root we switch to the "postgres" user that the distribution packages create.
 // Switching in the child via SysProcAttr rather than through runuser keeps the postmaster our
 // direct child: runuser would sit in between, turn any signal it gets into SIGTERM followed by
 // SIGKILL two seconds later, and hide the postmaster from Pdeathsig.
-func serverCredential() (*syscall.Credential, error) {
+func Credential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}

@@ -22,7 +22,18 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // newStore returns a store on a fresh database with the real schema applied.
 func newStore(t testing.TB) (*store.Postgres, *pgxpool.Pool) {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), pgtest.NewDB(t))
+	return newStoreWith(t, "")
+}
+
+// newStoreWith is newStore with extra URL parameters, such as
+// "default_query_exec_mode=exec".
+func newStoreWith(t testing.TB, params string) (*store.Postgres, *pgxpool.Pool) {
+	t.Helper()
+	dbURL := pgtest.NewDB(t)
+	if params != "" {
+		dbURL += "&" + params // pgtest's URLs carry a query already
+	}
+	pool, err := pgxpool.New(t.Context(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
