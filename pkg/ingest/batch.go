@@ -22,6 +22,11 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 		second    = time.NewTicker(time.Second) // OldestUnwritten walks unwritten: not every flush
 		retry     <-chan time.Time              // non-nil while waiting to retry a failed write
 		failures  int
+		// owedSince: when unwritten last went from empty to holding rows
+		// (Unix ns; 0 while empty). A newer sighting refreshes a row's
+		// receipt time but not this, so through a database outage it
+		// tells how long rows have been owed (OldestUnwritten).
+		owedSince int64
 	)
 	defer tick.Stop()
 	defer second.Stop()
@@ -61,6 +66,9 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 				}
 				continue
 			}
+			if len(unwritten) == 0 {
+				owedSince = time.Now().UnixNano()
+			}
 			r, dup := unwritten[s.ID]
 			switch {
 			case !dup:
@@ -81,7 +89,10 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 				flush()
 			}
 		case <-second.C:
-			p.oldestRow.Store(oldest(unwritten))
+			if len(unwritten) == 0 {
+				owedSince = 0 // flushed since
+			}
+			p.oldestRow.Store(earliest(oldest(unwritten), owedSince))
 		case <-retry:
 			retry = nil
 			flush()

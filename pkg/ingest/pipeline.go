@@ -406,7 +406,11 @@ func (p *Pipeline) Waiting() int { return int(p.nWaiting.Load()) }
 
 // OldestUnwritten returns the receipt time of the oldest callback whose IDs
 // are still waiting, being looked up or waiting to be written, or the zero
-// time if there is none. It is refreshed every second or so.
+// time if there is none; for the rows waiting to be written, the moment the
+// writer last started holding rows, if earlier: newer callbacks refresh a
+// row's receipt time, and through a database outage the receipt times alone
+// would stay young while rows go unwritten. It is refreshed every second or
+// so.
 func (p *Pipeline) OldestUnwritten() time.Time {
 	oldest := earliest(p.oldestQueued.Load(), p.oldestRow.Load())
 	if oldest == 0 {

@@ -456,6 +456,33 @@ func TestWritesResumeWithinASecond(t *testing.T) {
 	})
 }
 
+// Through a database outage under steady traffic, OldestUnwritten tells how
+// long rows have been owed, although every callback refreshes their receipt
+// times. (Before, it gave the newest refresh's age, a second or so, and the
+// alert on it never fired.)
+func TestOldestUnwrittenCountsAnOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := &database{down: true}
+		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{})
+		wait := start(t, t.Context(), p)
+		down := time.Now()
+		for range 30 {
+			must(t, p.Enqueue(context.Background(), []int64{2, 4}, time.Now()))
+			time.Sleep(time.Second)
+		}
+		if got := time.Since(p.OldestUnwritten()); got < 28*time.Second {
+			t.Errorf("oldest unwritten %v old after %v of outage, want about the outage", got, time.Since(down))
+		}
+		db.set(false)
+		time.Sleep(3 * time.Second)
+		if got := p.OldestUnwritten(); !got.IsZero() {
+			t.Errorf("oldest unwritten = %v after the rows were written, want none", got)
+		}
+		must(t, wait())
+	})
+}
+
 func TestWritesBehind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := &database{down: true}

@@ -130,7 +130,7 @@ var (
 	rowsWritten      = desc("callback_rows_written_total", "Rows upserted.")
 	writeErrors      = desc("callback_write_errors_total", "Failed batch writes; their rows were kept and retried.")
 	rowsDeleted      = desc("callback_rows_deleted_total", "Rows removed by the sweeper.")
-	oldestUnwritten  = desc("callback_oldest_unwritten_seconds", "Age of the oldest receipt not yet written (0 when none).")
+	oldestUnwritten  = desc("callback_oldest_unwritten_seconds", "How long the oldest work not yet written has been owed: the oldest receipt waiting or in a lookup, or how long the writer has held rows (0 when none).")
 	restored         = desc("callback_ids_restored_total", "Distinct IDs of callbacks replayed from the intake log at start.")
 	notDurable       = desc("callback_not_durable_total", "Callbacks answered 202 from memory because the intake log could not write.")
 	walBytes         = desc("callback_wal_bytes", "Bytes the intake log holds on disk.")
