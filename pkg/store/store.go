@@ -52,6 +52,21 @@ type resetter interface{ Reset() }
 // every write on it would fail until its lifetime ends.
 const readOnly = "25006"
 
+// undefinedTable is SQLSTATE 42P01: the table is gone (dropped, or the
+// database restored from a backup older than the schema).
+const undefinedTable = "42P01"
+
+// recreateIfGone applies the schema again after an answer that the table
+// does not exist, so that the caller's next try, within a second, finds it
+// instead of failing until the service restarts. Its own failure is left
+// for that next try to meet.
+func (p *Postgres) recreateIfGone(ctx context.Context, err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == undefinedTable {
+		_ = p.EnsureSchema(ctx)
+	}
+}
+
 // dropIfReadOnly closes every pooled connection after a read-only answer,
 // so the next statement connects again and reaches the primary wherever it
 // is now. Connections in use close when they are released.
@@ -126,6 +141,7 @@ func (p *Postgres) UpsertObjects(ctx context.Context, s []ingest.Sighting) error
 	}
 	if _, err := p.db.Exec(ctx, upsertSQL, ids, received); err != nil {
 		p.dropIfReadOnly(err)
+		p.recreateIfGone(ctx, err)
 		return fmt.Errorf("upsert %d objects: %w", len(sorted), err)
 	}
 	return nil
@@ -149,6 +165,7 @@ func (p *Postgres) DeleteStale(ctx context.Context, before time.Time, limit int)
 	tag, err := p.db.Exec(ctx, deleteSQL, before, limit)
 	if err != nil {
 		p.dropIfReadOnly(err)
+		p.recreateIfGone(ctx, err)
 		return 0, fmt.Errorf("delete stale objects: %w", err)
 	}
 	return tag.RowsAffected(), nil

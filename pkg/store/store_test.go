@@ -265,3 +265,31 @@ func TestReadOnlyConnectionIsDropped(t *testing.T) {
 		t.Errorf("rows = %v, want 1 at %v", got, now)
 	}
 }
+
+// A table that vanished (dropped, or a restore from a backup older than the
+// schema) is created again by the write that finds it missing, so the
+// writer's next try, within a second, succeeds. (Before, every write failed
+// until the service restarted and applied the schema.)
+func TestVanishedTableIsRecreated(t *testing.T) {
+	s, pool := newStore(t)
+	if _, err := pool.Exec(t.Context(), "DROP TABLE objects"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Microsecond)
+	batch := []ingest.Sighting{{ID: 7, Received: now}}
+	if err := s.UpsertObjects(t.Context(), batch); err == nil {
+		t.Fatal("upsert without the table = nil, want an error")
+	}
+	if err := s.UpsertObjects(t.Context(), batch); err != nil {
+		t.Fatalf("second upsert = %v, want the table created again", err)
+	}
+	if _, err := pool.Exec(t.Context(), "DROP TABLE objects"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteStale(t.Context(), now, 10); err == nil {
+		t.Fatal("sweep without the table = nil, want an error")
+	}
+	if _, err := s.DeleteStale(t.Context(), now, 10); err != nil {
+		t.Fatalf("second sweep = %v, want the table created again", err)
+	}
+}
