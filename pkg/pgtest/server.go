@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -390,4 +391,97 @@ func versionPart(parts []string, i int) int {
 		return -1
 	}
 	return n
+}
+
+// NewPrimary starts a cluster of the test's own, stopped and removed at
+// cleanup, for a test that crashes it or fails it over, which the shared
+// one must never be. It skips or fails like NewDB when there is no
+// PostgreSQL.
+func NewPrimary(t testing.TB) *Server {
+	t.Helper()
+	sharedServer(t) // the same skip or failure as every other test without PostgreSQL
+	s, err := startCluster()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.shutdown(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return s
+}
+
+// Port is the server's TCP port on 127.0.0.1.
+func (s *Server) Port() int { return s.port }
+
+// Standby makes a streaming standby of s, as a replica is set up in
+// production: pg_basebackup -R into a directory of its own, then a
+// postmaster on a port of its own, replaying s's WAL. It is stopped and
+// removed at cleanup.
+func (s *Server) Standby(t testing.TB) *Server {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pgtest-standby-")
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	st := &Server{dir: dir, postgres: s.postgres, cred: s.cred}
+	t.Cleanup(func() {
+		if err := st.shutdown(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	if st.cred != nil {
+		if err := os.Chown(dir, int(st.cred.Uid), int(st.cred.Gid)); err != nil {
+			t.Fatalf("pgtest: chown standby dir: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), initdbTimeout)
+	defer cancel()
+	// Beside the real postgres binary, which PATH may reach through a link.
+	bin, err := filepath.EvalSymlinks(s.postgres)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(bin), "pg_basebackup"),
+		"-D", st.dataDir(), "-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(s.port), "-U", "postgres")
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: st.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pgtest: pg_basebackup: %v\n%s", err, out)
+	}
+	if st.port, err = freePort(); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	if err := st.Start(); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return st
+}
+
+// Crash stops the server the way a power cut or `pg_ctl stop -m immediate`
+// does: SIGQUIT, no checkpoint, connections cut.
+func (s *Server) Crash() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return nil
+	}
+	p := s.proc
+	s.proc = nil
+	return p.stop(syscall.SIGQUIT)
+}
+
+// Promote makes a standby a primary and waits until it takes writes.
+func (s *Server) Promote(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, s.AdminURL())
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_promote(wait => true)").Scan(&ok); err != nil || !ok {
+		return fmt.Errorf("promote on port %d: %v (promoted: %v)", s.port, err, ok)
+	}
+	return nil
 }
