@@ -54,25 +54,8 @@ func startHAProxy(t *testing.T, replicas [3]string) *balancer {
 	cmd := exec.Command(bin, "-db", "-f", "../deploy/haproxy/haproxy.cfg")
 	cmd.Env = append(os.Environ(), "CALLBACK_LISTEN="+listen, "HAPROXY_STATS="+stats,
 		"CALLBACK_REPLICA1="+replicas[0], "CALLBACK_REPLICA2="+replicas[1], "CALLBACK_REPLICA3="+replicas[2])
-	b := &balancer{URL: "http://" + listen, stats: "http://" + stats + "/stats;csv", logs: &logtest.Buffer{}}
-	cmd.Stdout, cmd.Stderr = b.logs, b.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start haproxy: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("haproxy logs:\n%s", b.logs.String())
-		}
-	})
+	b := &balancer{URL: "http://" + listen, stats: "http://" + stats + "/stats;csv"}
+	b.logs, _ = startProcess(t, "haproxy", cmd)
 	for i := range 3 {
 		b.waitUp(t, fmt.Sprintf("replica%d", i+1), 10*time.Second)
 	}
@@ -277,27 +260,9 @@ ignore_startup_parameters = extra_float_digits
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logtest.Buffer{}
 	cmd := exec.Command(bin, dir+"/pgbouncer.ini")
-	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start pgbouncer: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("pgbouncer logs:\n%s", logs.String())
-		}
-	})
+	startProcess(t, "pgbouncer", cmd)
 	eventually(t, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", listen)
 		if err == nil {

@@ -92,7 +92,7 @@ func build(t *testing.T, race bool) string {
 type load struct {
 	cmd  *exec.Cmd
 	out  *logtest.Buffer
-	done chan struct{} // closed when the process has exited
+	done <-chan struct{} // closed when the process has exited
 }
 
 // startLoad runs objectsource with args. The process is stopped at cleanup
@@ -110,25 +110,39 @@ func startLoad(t *testing.T, args ...string) *load {
 	}
 	bin := binaries.tool
 	binaries.mu.Unlock()
-	l := &load{cmd: exec.Command(bin, append([]string{"-log-level", "error"}, args...)...), out: &logtest.Buffer{}, done: make(chan struct{})}
-	l.cmd.Stdout, l.cmd.Stderr = l.out, l.out
-	if err := l.cmd.Start(); err != nil {
-		t.Fatalf("start objectsource: %v", err)
+	cmd := exec.Command(bin, append([]string{"-log-level", "error"}, args...)...)
+	out, done := startProcess(t, "objectsource", cmd)
+	return &load{cmd: cmd, out: out, done: done}
+}
+
+// startProcess starts cmd with its output in a buffer. At cleanup it stops
+// the process by its PID if it still runs (SIGTERM, SIGKILL after 10 s),
+// and prints its output if the test failed. done is closed once it exits.
+func startProcess(t *testing.T, name string, cmd *exec.Cmd) (out *logtest.Buffer, done <-chan struct{}) {
+	t.Helper()
+	out = &logtest.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
 	}
+	exited := make(chan struct{})
 	go func() {
-		_ = l.cmd.Wait()
-		close(l.done)
+		_ = cmd.Wait()
+		close(exited)
 	}()
 	t.Cleanup(func() {
-		_ = l.cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-l.done:
-		case <-time.After(15 * time.Second):
-			_ = l.cmd.Process.Kill()
-			<-l.done
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, out.String())
 		}
 	})
-	return l
+	return out, exited
 }
 
 // startUpstream runs the load tool as the upstream alone, with args, and

@@ -68,7 +68,10 @@ func (s *Server) AdminURL() string {
 
 // Stop shuts the server down fast (clients are disconnected, nothing is waited for) and blocks
 // until the postmaster has exited. Stopping a stopped server does nothing.
-func (s *Server) Stop() error {
+func (s *Server) Stop() error { return s.halt(syscall.SIGINT) } // SIGINT is postgres's "fast" shutdown
+
+// halt stops the postmaster with sig, if it runs, and waits for it to exit.
+func (s *Server) halt(sig syscall.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc == nil {
@@ -76,7 +79,7 @@ func (s *Server) Stop() error {
 	}
 	p := s.proc
 	s.proc = nil
-	if err := p.stop(syscall.SIGINT); err != nil { // SIGINT is postgres's "fast" shutdown
+	if err := p.stop(sig); err != nil {
 		return fmt.Errorf("stop postgres on port %d: %w", s.port, err)
 	}
 	return nil
@@ -461,16 +464,7 @@ func (s *Server) Standby(t testing.TB) *Server {
 
 // Crash stops the server the way a power cut or `pg_ctl stop -m immediate`
 // does: SIGQUIT, no checkpoint, connections cut.
-func (s *Server) Crash() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return nil
-	}
-	p := s.proc
-	s.proc = nil
-	return p.stop(syscall.SIGQUIT)
-}
+func (s *Server) Crash() error { return s.halt(syscall.SIGQUIT) }
 
 // Promote makes a standby a primary and waits until it takes writes.
 func (s *Server) Promote(ctx context.Context) error {
