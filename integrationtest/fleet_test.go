@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -389,5 +392,108 @@ func TestScenarioPrimaryFailover(t *testing.T) {
 	report(t, "primary-failover",
 		fmt.Sprintf("4 senders at 5/s for 16 s: %d callbacks, %d ids; p99 %v", sends, sum.IDs, sum.P99.Round(100*time.Microsecond)),
 		fmt.Sprintf("primary (synchronous streaming standby, multi-host URL) stopped -m immediate at 4 s, standby promoted 3 s later: first new row %v after the promotion; every post 202", firstRow.Round(10*time.Millisecond)),
+		checked, 0)
+}
+
+// sessionProxy forwards TCP connections to a target the test can switch,
+// and never closes a session when the target changes: a TCP VIP, a cloud
+// balancer, or HAProxy without on-marked-down shutdown-sessions.
+type sessionProxy struct {
+	Addr   string
+	target atomic.Value // string: where new connections go
+}
+
+func startSessionProxy(t *testing.T, target string) *sessionProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &sessionProxy{Addr: ln.Addr().String()}
+	p.target.Store(target)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn // guarded by mu
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target.Load().(string))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			wg.Go(func() { _, _ = io.Copy(up, c); up.Close() })
+			wg.Go(func() { _, _ = io.Copy(c, up); c.Close() })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+// Scenario 15: a switchover behind a balancer that keeps sessions. The
+// service reaches PostgreSQL through a proxy that never cuts a session. The
+// primary turns read-only (demoted), its synchronous standby is promoted,
+// and for 3 s more the proxy still sends new connections to the old node,
+// as a lagging balancer does; then to the new primary. Connections made in
+// that window stay on the read-only node. Every write there gets SQLSTATE
+// 25006; the service must drop them and reconnect, so every post gets its
+// 202 and every row lands on the new primary. (Before, the pool kept those
+// connections and writes failed for as long as they lived, an hour.)
+func TestScenarioSwitchoverKeptSessions(t *testing.T) {
+	primary := pgtest.NewPrimary(t)
+	admin(t, primary, "CREATE DATABASE callback", "ALTER DATABASE callback SET synchronous_commit = on",
+		"ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
+	standby := primary.Standby(t)
+	proxy := startSessionProxy(t, fmt.Sprintf("127.0.0.1:%d", primary.Port()))
+	dbURL := fmt.Sprintf("postgres://postgres@%s/callback?sslmode=disable", proxy.Addr)
+	up := &sim.Upstream{MinLatency: 100 * time.Millisecond, MaxLatency: time.Second}
+	svc := startService(t, buildFast(t), dbURL, upstream(t, up))
+
+	l := newLedger()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	sums := runSender(t, ctx, &sim.Sender{
+		Target: svc.URL + "/callback", Senders: 4, Rate: 5, IDRange: 2000, MaxIDs: 50, OnSendFunc: l.record,
+	})
+	time.Sleep(4 * time.Second)
+	// Demote: the old primary takes no more writes, on any session.
+	admin(t, primary, "ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()")
+	if err := standby.Promote(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	promoted := time.Now()
+	admin(t, standby, "ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()")
+	time.Sleep(3 * time.Second) // the balancer lags
+	proxy.target.Store(fmt.Sprintf("127.0.0.1:%d", standby.Port()))
+	db := connect(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/callback?sslmode=disable", standby.Port()))
+	var firstRow time.Duration
+	eventually(t, 30*time.Second, func() error {
+		var n int
+		if err := db.QueryRow(t.Context(), "SELECT count(*) FROM objects WHERE last_seen > $1", promoted).Scan(&n); err != nil || n == 0 {
+			return fmt.Errorf("no row received after the switchover on the new primary (%v)", err)
+		}
+		firstRow = time.Since(promoted)
+		return nil
+	})
+	sum := <-sums
+	sends := requireAllAccepted(t, l)
+	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
+	report(t, "switchover-kept-sessions",
+		fmt.Sprintf("4 senders at 5/s for 15 s: %d callbacks, %d ids; p99 %v", sends, sum.IDs, sum.P99.Round(100*time.Microsecond)),
+		fmt.Sprintf("through a proxy that keeps sessions: the primary turned read-only and its standby promoted at 4 s, new connections still sent to the old node for 3 s: first new row on the new primary %v after the promotion; every post 202", firstRow.Round(10*time.Millisecond)),
 		checked, 0)
 }
