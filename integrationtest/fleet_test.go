@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"callback/objectsource/sim"
 	"callback/pkg/logtest"
@@ -328,6 +329,22 @@ func admin(t *testing.T, srv *pgtest.Server, stmts ...string) {
 	}
 }
 
+// firstRowAfter waits until db holds a row received after since and
+// returns how long after since that was.
+func firstRowAfter(t *testing.T, db *pgxpool.Pool, since time.Time) time.Duration {
+	t.Helper()
+	var took time.Duration
+	eventually(t, 30*time.Second, func() error {
+		var n int
+		if err := db.QueryRow(t.Context(), "SELECT count(*) FROM objects WHERE last_seen > $1", since).Scan(&n); err != nil || n == 0 {
+			return fmt.Errorf("no row received after %v on the new primary yet (%v)", since.Format(time.StampMilli), err)
+		}
+		took = time.Since(since)
+		return nil
+	})
+	return took
+}
+
 // Scenario 14: a primary failover. A primary and a streaming standby made
 // with pg_basebackup -R, replicating synchronously (what "nothing lost"
 // needs of PostgreSQL: an asynchronous standby may lack the last commits);
@@ -377,15 +394,7 @@ func TestScenarioPrimaryFailover(t *testing.T) {
 	admin(t, standby, "ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()")
 	newPrimary := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/callback?sslmode=disable", standby.Port())
 	db := connect(t, newPrimary)
-	var firstRow time.Duration
-	eventually(t, 30*time.Second, func() error {
-		var n int
-		if err := db.QueryRow(t.Context(), "SELECT count(*) FROM objects WHERE last_seen > $1", promoted).Scan(&n); err != nil || n == 0 {
-			return fmt.Errorf("no row received after the promotion yet (%v)", err)
-		}
-		firstRow = time.Since(promoted)
-		return nil
-	})
+	firstRow := firstRowAfter(t, db, promoted)
 	sum := <-sums
 	sends := requireAllAccepted(t, l)
 	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
@@ -480,15 +489,7 @@ func TestScenarioSwitchoverKeptSessions(t *testing.T) {
 	time.Sleep(3 * time.Second) // the balancer lags
 	proxy.target.Store(fmt.Sprintf("127.0.0.1:%d", standby.Port()))
 	db := connect(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/callback?sslmode=disable", standby.Port()))
-	var firstRow time.Duration
-	eventually(t, 30*time.Second, func() error {
-		var n int
-		if err := db.QueryRow(t.Context(), "SELECT count(*) FROM objects WHERE last_seen > $1", promoted).Scan(&n); err != nil || n == 0 {
-			return fmt.Errorf("no row received after the switchover on the new primary (%v)", err)
-		}
-		firstRow = time.Since(promoted)
-		return nil
-	})
+	firstRow := firstRowAfter(t, db, promoted)
 	sum := <-sums
 	sends := requireAllAccepted(t, l)
 	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
