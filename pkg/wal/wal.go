@@ -159,17 +159,16 @@ type Log struct {
 	requests chan *request // Append to Run; buffered, so a sender never waits for the writer to come round
 	stopped  chan struct{} // closed once Run has returned (or the log was closed without it)
 
-	mu         sync.Mutex // guards the fields below
-	segments   []*segment // oldest first; the last one is being written, once Run has started
-	replayable int        // segments[:replayable] were there at Open
-	replayed   bool       // Replay has handed out every record of segments[:replayable]
-	openedAt   time.Time  // when Open ran (monotonic): every replayable record is older
-	total      int64      // bytes in all segments
-	degraded   error      // the last write failure while degraded, or nil
-	closed     bool
-	stats      Stats
-	recentMax  time.Duration // the longest write+fdatasync since the last stats line
-	nextIndex  uint64
+	mu        sync.Mutex // guards the fields below
+	segments  []*segment // oldest first; the last one is being written, once Run has started
+	replayed  bool       // Replay has handed out every record of the segments there at Open
+	openedAt  time.Time  // when Open ran (monotonic): every replayable record is older
+	total     int64      // bytes in all segments
+	degraded  error      // the last write failure while degraded, or nil
+	closed    bool
+	stats     Stats
+	recentMax time.Duration // the longest write+fdatasync since the last stats line
+	nextIndex uint64
 }
 
 // segment is one file of the log.
@@ -249,7 +248,7 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request, 4096),
-		stopped: make(chan struct{}), openedAt: opt.NowFunc(), nextIndex: 1} // mark 0 is no mark
+		stopped: make(chan struct{}), openedAt: opt.NowFunc()}
 	if err := l.scan(); err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -325,8 +324,7 @@ func (l *Log) scan() error {
 		l.total += s.size
 		l.nextIndex = s.index + 1
 	}
-	l.replayable = len(l.segments)
-	l.replayed = l.replayable == 0
+	l.replayed = len(l.segments) == 0
 	return nil
 }
 
@@ -337,7 +335,12 @@ func (l *Log) scan() error {
 // has returned nil.
 func (l *Log) Replay(fn func(Record) error) error {
 	l.mu.Lock()
-	segs := slices.Clone(l.segments[:l.replayable])
+	var segs []*segment // the segments there at Open, which reclaiming may have thinned since
+	for _, s := range l.segments {
+		if s.replay {
+			segs = append(segs, s)
+		}
+	}
 	l.mu.Unlock()
 	for _, s := range segs {
 		data, err := l.opt.FS.ReadFile(s.path)
@@ -391,6 +394,15 @@ func (l *Log) Owe(mark uint64, n int) {
 	}
 }
 
+// earlier returns the earlier of two receipt times, where the zero time
+// means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
 // summary is what reading a segment found.
 type summary struct {
 	oldest  time.Time // the oldest receipt
@@ -415,9 +427,7 @@ func readRecords(data []byte, fn func(Record) error) (summary, error) {
 			off = next
 			continue
 		}
-		if sum.oldest.IsZero() || rec.Received.Before(sum.oldest) {
-			sum.oldest = rec.Received
-		}
+		sum.oldest = earlier(sum.oldest, rec.Received)
 		if fn != nil {
 			if err := fn(rec); err != nil {
 				return sum, err
@@ -595,9 +605,7 @@ func (l *Log) Run(ctx context.Context) error {
 		var oldest time.Time
 		for _, r := range batch {
 			buf = append(buf, r.payload...)
-			if oldest.IsZero() || r.received.Before(oldest) {
-				oldest = r.received
-			}
+			oldest = earlier(oldest, r.received)
 		}
 		mark, err := l.commit(buf, oldest, len(batch))
 		for _, r := range batch {
@@ -667,9 +675,7 @@ func (l *Log) commit(buf []byte, oldest time.Time, records int) (uint64, error) 
 	l.mu.Lock()
 	cur := l.segments[len(l.segments)-1]
 	cur.size += int64(len(buf))
-	if cur.oldest.IsZero() || oldest.Before(cur.oldest) {
-		cur.oldest = oldest
-	}
+	cur.oldest = earlier(cur.oldest, oldest)
 	l.total += int64(len(buf))
 	l.stats.Appended += int64(records)
 	l.stats.Syncs++
@@ -882,9 +888,7 @@ func (l *Log) Stats() Stats {
 	s.OnDisk = l.total
 	s.Degraded = l.degraded != nil
 	for _, seg := range l.segments {
-		if !seg.oldest.IsZero() && (s.Oldest.IsZero() || seg.oldest.Before(s.Oldest)) {
-			s.Oldest = seg.oldest
-		}
+		s.Oldest = earlier(s.Oldest, seg.oldest)
 	}
 	return s
 }

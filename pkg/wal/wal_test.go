@@ -531,9 +531,9 @@ func TestReclaimReplayed(t *testing.T) {
 		mustAppend(t, l, rec(int64(i+1), int64(i)))
 	}
 	stop()
+	old := len(segmentFiles(t, dir)) // the replayable ones; counted before Run opens its own
 
 	l, _ = running(t, dir, Options{SegmentAge: time.Nanosecond})
-	old := len(segmentFiles(t, dir))
 	m := mustAppend(t, l, rec(10, 10))
 	l.Owe(m, -1)
 	if err := l.reclaim(); err != nil {
