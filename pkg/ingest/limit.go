@@ -210,8 +210,12 @@ func (l *limiter) tick() {
 	}
 }
 
-// observe records how long one upstream request took.
-func (l *limiter) observe(d time.Duration) {
+// observe records how long one upstream request took, for backlog: only
+// answers and timeouts, what a lookup really costs.
+func (l *limiter) observe(s signal, d time.Duration) {
+	if s != answered && s != timedOut {
+		return // a refusal or our own cancellation ends early: it would look faster
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.meanTime == 0 {

@@ -236,7 +236,7 @@ func TestLimiterBacklog(t *testing.T) {
 	if got := l.backlog(30 * time.Second); got != 0 {
 		t.Errorf("backlog before any request = %d, want 0 (no bound)", got)
 	}
-	l.observe(2 * time.Second)
+	l.observe(answered, 2*time.Second)
 	if got, want := l.backlog(30*time.Second), 100/2*28; got != want {
 		t.Errorf("backlog with the ceiling = %d, want %d", got, want)
 	}

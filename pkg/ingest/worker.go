@@ -81,11 +81,7 @@ func (p *Pipeline) lookup(ctx context.Context, j job, pm *permit) (online, ok bo
 			f(took)
 		}
 		sig, retryAfter := classify(err)
-		if sig == answered || sig == timedOut {
-			// What an answer takes, for the backlog bound; a refusal or our
-			// own cancellation ends early and would make it look faster.
-			p.lim.observe(took)
-		}
+		p.lim.observe(sig, took)
 		pm.release(sig, retryAfter)
 		if err == nil {
 			return online, true
