@@ -329,6 +329,44 @@ func admin(t *testing.T, srv *pgtest.Server, stmts ...string) {
 	}
 }
 
+// replicatedPair starts a primary of the test's own with a database
+// "callback" and a streaming standby that replicates synchronously (what
+// "nothing lost" asks of PostgreSQL: an asynchronous standby may lack the
+// last commits), and waits until the standby is in sync.
+func replicatedPair(t *testing.T) (primary, standby *pgtest.Server) {
+	t.Helper()
+	primary = pgtest.NewPrimary(t)
+	admin(t, primary, "CREATE DATABASE callback",
+		"ALTER DATABASE callback SET synchronous_commit = on", // pgtest's servers default to off
+		"ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
+	standby = primary.Standby(t)
+	eventually(t, 30*time.Second, func() error {
+		conn, err := pgx.Connect(t.Context(), primary.AdminURL())
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		var n int
+		if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").Scan(&n); err != nil || n == 0 {
+			return fmt.Errorf("no synchronous standby yet (%v)", err)
+		}
+		return nil
+	})
+	return primary, standby
+}
+
+// promote makes standby the primary and returns when; as the new primary
+// has no standby of its own, it stops waiting for one.
+func promote(t *testing.T, standby *pgtest.Server) time.Time {
+	t.Helper()
+	if err := standby.Promote(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	admin(t, standby, "ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()")
+	return at
+}
+
 // firstRowAfter waits until db holds a row received after since and
 // returns how long after since that was.
 func firstRowAfter(t *testing.T, db *pgxpool.Pool, since time.Time) time.Duration {
@@ -353,23 +391,7 @@ func firstRowAfter(t *testing.T, db *pgxpool.Pool, since time.Time) time.Duratio
 // standby is promoted. Every post must get its 202, nothing may be lost, and
 // the test reports how long after the promotion the first new row was written.
 func TestScenarioPrimaryFailover(t *testing.T) {
-	primary := pgtest.NewPrimary(t)
-	admin(t, primary, "CREATE DATABASE callback",
-		"ALTER DATABASE callback SET synchronous_commit = on", // pgtest's servers default to off
-		"ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
-	standby := primary.Standby(t)
-	eventually(t, 30*time.Second, func() error {
-		conn, err := pgx.Connect(t.Context(), primary.AdminURL())
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		var n int
-		if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").Scan(&n); err != nil || n == 0 {
-			return fmt.Errorf("no synchronous standby yet (%v)", err)
-		}
-		return nil
-	})
+	primary, standby := replicatedPair(t)
 	dbURL := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/callback?sslmode=disable&target_session_attrs=read-write",
 		primary.Port(), standby.Port())
 	up := &sim.Upstream{MinLatency: 100 * time.Millisecond, MaxLatency: time.Second}
@@ -386,12 +408,7 @@ func TestScenarioPrimaryFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
-	if err := standby.Promote(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	promoted := time.Now()
-	// The new primary has no standby of its own: it must not wait for one.
-	admin(t, standby, "ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()")
+	promoted := promote(t, standby)
 	newPrimary := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/callback?sslmode=disable", standby.Port())
 	db := connect(t, newPrimary)
 	firstRow := firstRowAfter(t, db, promoted)
@@ -463,10 +480,7 @@ func startSessionProxy(t *testing.T, target string) *sessionProxy {
 // 202 and every row lands on the new primary. (Before, the pool kept those
 // connections and writes failed for as long as they lived, an hour.)
 func TestScenarioSwitchoverKeptSessions(t *testing.T) {
-	primary := pgtest.NewPrimary(t)
-	admin(t, primary, "CREATE DATABASE callback", "ALTER DATABASE callback SET synchronous_commit = on",
-		"ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
-	standby := primary.Standby(t)
+	primary, standby := replicatedPair(t)
 	proxy := startSessionProxy(t, fmt.Sprintf("127.0.0.1:%d", primary.Port()))
 	dbURL := fmt.Sprintf("postgres://postgres@%s/callback?sslmode=disable", proxy.Addr)
 	up := &sim.Upstream{MinLatency: 100 * time.Millisecond, MaxLatency: time.Second}
@@ -481,11 +495,7 @@ func TestScenarioSwitchoverKeptSessions(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	// Demote: the old primary takes no more writes, on any session.
 	admin(t, primary, "ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()")
-	if err := standby.Promote(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	promoted := time.Now()
-	admin(t, standby, "ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()")
+	promoted := promote(t, standby)
 	time.Sleep(3 * time.Second) // the balancer lags
 	proxy.target.Store(fmt.Sprintf("127.0.0.1:%d", standby.Port()))
 	db := connect(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/callback?sslmode=disable", standby.Port()))

@@ -21,21 +21,6 @@ import (
 	"callback/pkg/pgtest"
 )
 
-// walFiles returns the intake log's segment files in dir and their bytes.
-func walFiles(t *testing.T, dir string) (files int, bytes int64) {
-	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "*.wal"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range m {
-		if st, err := os.Stat(f); err == nil {
-			bytes += st.Size()
-		}
-	}
-	return len(m), bytes
-}
-
 // logTime returns the time of the first log line whose msg is msg, and
 // the line's fields.
 func logTime(t *testing.T, logs, msg string) (time.Time, map[string]any) {
@@ -83,7 +68,7 @@ func TestScenarioCleanRestart(t *testing.T) {
 	if code, took := svc.stop(syscall.SIGTERM, 60*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM (%v), want 0", code, took)
 	}
-	files, bytes := walFiles(t, walDir)
+	files, bytes, _ := walOnDisk(t, walDir, time.Now())
 	if files != 0 {
 		t.Errorf("the intake log holds %d segments (%d bytes) after a clean drain, want none", files, bytes)
 	}
@@ -126,7 +111,7 @@ func TestScenarioReplayUnderLiveTraffic(t *testing.T) {
 		"-min-ids", "200", "-max-ids", "200", "-id-range", "4000", "-initial-delay", "0", "-duration", flood.String(),
 	).wait(t, flood+30*time.Second)
 	svc.stop(syscall.SIGKILL, 10*time.Second)
-	files, bytes := walFiles(t, walDir)
+	files, bytes, _ := walOnDisk(t, walDir, time.Now())
 
 	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4300 * time.Millisecond}
 	src := upstream(t, up)
@@ -286,31 +271,30 @@ func TestScenarioCrashAfterOverload(t *testing.T) {
 		len(w.took), len(w.pending))
 }
 
-// heldSeconds reads the intake log in dir as a crash would leave it: how
-// old the first callback of its oldest segment is, and the bytes of all
-// segments. It relies on the record format in pkg/wal's package comment:
-// an 8-byte frame, then the receipt time in Unix ns, little-endian.
-func heldSeconds(t *testing.T, dir string, now time.Time) (float64, int64) {
+// walOnDisk reads the intake log in dir as a crash would leave it: its
+// segment files, their bytes, and how old the first callback of the oldest
+// one is (0 if none). It relies on the record format in pkg/wal's package
+// comment: an 8-byte frame, then the receipt time in Unix ns, little-endian.
+func walOnDisk(t *testing.T, dir string, now time.Time) (files int, bytes int64, held float64) {
 	t.Helper()
 	m, err := filepath.Glob(filepath.Join(dir, "*.wal"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(m) // zero-padded hex: oldest first
-	var held float64
-	var bytes int64
 	for _, f := range m {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			continue // reclaimed meanwhile
 		}
+		files++
 		bytes += int64(len(data))
 		if held == 0 && len(data) >= 16 {
 			ns := int64(binary.LittleEndian.Uint64(data[8:16]))
 			held = now.Sub(time.Unix(0, ns)).Seconds()
 		}
 	}
-	return held, bytes
+	return files, bytes, held
 }
 
 // Scenario 10d: the log holds seconds, not a TTL. Steady load below
@@ -338,7 +322,7 @@ sample:
 		case <-sender.done:
 			break sample
 		case now := <-tick.C:
-			h, b := heldSeconds(t, walDir, now)
+			_, b, h := walOnDisk(t, walDir, now)
 			held, bytes = append(held, h), append(bytes, b)
 		}
 	}
