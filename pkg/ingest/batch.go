@@ -78,6 +78,8 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 			case s.Received.After(r.received):
 				p.owe(r.mark, -1)
 				unwritten[s.ID] = row{s.Received, s.mark}
+			case r.mark == 0:
+				unwritten[s.ID] = row{r.received, s.mark} // the newer row is not durable: keep this debt
 			default:
 				p.owe(s.mark, -1) // the row already waiting is as new
 			}

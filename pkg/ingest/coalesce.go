@@ -106,8 +106,9 @@ func (c *coalescer) add(id, received int64, mark uint64, replay bool) (took bool
 		}
 		e.replay = e.replay && replay
 		if received <= e.received {
+			e.follow, took = c.keepDurable(e.follow, mark)
 			c.ids[id] = e
-			return false
+			return took
 		}
 		if e.received == 0 {
 			c.nFollow++
@@ -122,8 +123,9 @@ func (c *coalescer) add(id, received int64, mark uint64, replay bool) (took bool
 			c.live = append(c.live, id)
 		}
 		if received <= e.received {
+			e.mark, took = c.keepDurable(e.mark, mark)
 			c.ids[id] = e
-			return false
+			return took
 		}
 		e.received = received
 		e.mark, took = c.moveDebt(e.mark, mark)
@@ -142,6 +144,17 @@ func (c *coalescer) moveDebt(old, new uint64) (uint64, bool) {
 	}
 	c.owe(old, -1)
 	return new, true
+}
+
+// keepDurable is for an older receipt, on record mark, of an entry whose
+// newest receipt's record is cur: an older receipt is subsumed and owes
+// nothing, unless the newest is not durable (cur is 0), when the older one's
+// record is what a crash could still replay, and the entry takes its debt.
+func (c *coalescer) keepDurable(cur, mark uint64) (uint64, bool) {
+	if cur == 0 && mark != 0 {
+		return mark, true
+	}
+	return cur, false
 }
 
 // wait queues a new waiting entry for id, which has none.

@@ -67,6 +67,27 @@ func TestCoalescer(t *testing.T) {
 	}
 }
 
+// An older receipt is subsumed by the newest and takes no debt, unless the
+// newest is not durable (mark 0): then the older one's record is what a crash
+// could replay, and the entry holds its debt, waiting or flying.
+func TestCoalescerKeepsADurableDebt(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	c := newCoalescer(nil)
+	c.add(1, t0.Add(time.Second).UnixNano(), 0, false) // newest, in memory only
+	if !c.add(1, t0.UnixNano(), 7, false) || c.ids[1].mark != 7 {
+		t.Fatalf("older durable receipt of a waiting entry: mark %d, want it to take mark 7", c.ids[1].mark)
+	}
+	if c.add(1, t0.UnixNano(), 8, false) || c.ids[1].mark != 7 {
+		t.Fatalf("a second older receipt took the debt: mark %d, want 7 kept", c.ids[1].mark)
+	}
+	c.next()
+	c.start()
+	c.add(1, t0.Add(3*time.Second).UnixNano(), 0, false) // follow-up in memory only
+	if !c.add(1, t0.Add(2*time.Second).UnixNano(), 9, false) || c.ids[1].follow != 9 {
+		t.Fatalf("older durable receipt of a follow-up: follow %d, want 9", c.ids[1].follow)
+	}
+}
+
 // waitingAt returns the receipt time of id if it waits for a worker.
 func waitingAt(c *coalescer, id int64) (time.Time, bool) {
 	e, ok := c.ids[id]

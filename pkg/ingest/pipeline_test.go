@@ -483,6 +483,33 @@ func TestOldestUnwrittenCountsAnOutage(t *testing.T) {
 	})
 }
 
+// A row whose newest sighting is not durable keeps the debt of an older,
+// durable one until it is written, and pays it then.
+func TestWriterKeepsADurableDebt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		j := &fakeJournal{}
+		j.Owe(5, 1) // the older sighting's debt, as the dispatcher hands it over
+		var written map[uint64]int
+		u := &fakeUpserter{UpsertObjectsFunc: func(context.Context, []Sighting) error {
+			written = j.Owed()
+			return nil
+		}}
+		p := New(logtest.Discard(), &fakeSource{}, u, Options{Journal: j})
+		t0 := time.Now()
+		sightings := make(chan sighting, 2)
+		sightings <- sighting{Sighting: Sighting{ID: 1, Received: t0.Add(time.Second)}} // in memory only
+		sightings <- sighting{Sighting: Sighting{ID: 1, Received: t0}, mark: 5}
+		close(sightings)
+		p.write(t.Context(), sightings)
+		if want := map[uint64]int{5: 1}; !maps.Equal(written, want) {
+			t.Errorf("debts while the row was written = %v, want %v", written, want)
+		}
+		if got := j.Owed(); len(got) != 0 {
+			t.Errorf("debts after the write = %v, want none", got)
+		}
+	})
+}
+
 func TestWritesBehind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := &database{down: true}

@@ -513,9 +513,10 @@ func decodePayload(p []byte) (Record, bool) {
 // record's mark, on which one debt is owed from then on (see Owe). It fails
 // fast with ErrFull when the log holds MaxBytes, ErrDegraded while writes
 // are failing, and ErrClosed after Run has returned. ctx bounds only the
-// wait for the writer to take the record: once taken, Append waits for its
+// wait to queue the record for the writer: once queued, Append waits for its
 // sync however ctx ends, so a record on disk is never left unowned (its
-// sender's leaving does not undo it).
+// sender's leaving does not undo it); if Run stops before it took the
+// record, Append says ErrClosed and nothing was written.
 func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) (mark uint64, err error) {
 	r := Record{Received: received, IDs: ids}
 	l.mu.Lock()
