@@ -87,33 +87,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Database. The pool only connects when used; the schema is applied in
 	// the background (below), so the service starts and answers even while
 	// its database is still down.
-	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	poolCfg, err := poolConfig(cfg.DatabaseURL, cfg.DBMaxConns)
 	if err != nil {
-		return fmt.Errorf("parse database url: %w", err)
-	}
-	poolCfg.MaxConns = int32(cfg.DBMaxConns)
-	// A host that takes the TCP connection and never answers (a frozen VM,
-	// a black-holed route) would hold each connection attempt until the
-	// statement's timeout, and with a multi-host URL the next host would
-	// never be tried. The URL's connect_timeout, if any, wins.
-	if poolCfg.ConnConfig.ConnectTimeout == 0 {
-		poolCfg.ConnConfig.ConnectTimeout = dbConnectTimeout
-	}
-	// No prepared statements that outlive a statement: behind a pooler in
-	// transaction mode (PgBouncer) each transaction may get another server
-	// connection, where pgx's cached statements collide or are missing
-	// (42P05, 26000). The exec mode sends each statement with an unnamed
-	// one, in one round trip, and costs only the parse the cache saved.
-	// The URL's default_query_exec_mode, if any, wins.
-	if !strings.Contains(cfg.DatabaseURL, "default_query_exec_mode") {
-		poolCfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
-	}
-	// Connections are replaced every few minutes, so that one left on the
-	// wrong node by a failover, or on an address DNS no longer gives, does
-	// not last for pgxpool's default hour. The URL's pool_max_conn_lifetime,
-	// if any, wins.
-	if !strings.Contains(cfg.DatabaseURL, "pool_max_conn_lifetime") {
-		poolCfg.MaxConnLifetime = dbConnLifetime
+		return err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
@@ -305,7 +281,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// Database connection defaults that the URL can override (see run).
+// poolConfig is the database pool for dbURL, with what the service needs of
+// it beyond pgx's defaults; a parameter the URL sets wins over each.
+func poolConfig(dbURL string, maxConns int) (*pgxpool.Config, error) {
+	poolCfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	poolCfg.MaxConns = int32(maxConns)
+	// A host that takes the TCP connection and never answers (a frozen VM,
+	// a black-holed route) would hold each connection attempt until the
+	// statement's timeout, and with a multi-host URL the next host would
+	// never be tried. The URL's connect_timeout, if any, wins.
+	if poolCfg.ConnConfig.ConnectTimeout == 0 {
+		poolCfg.ConnConfig.ConnectTimeout = dbConnectTimeout
+	}
+	// No prepared statements that outlive a statement: behind a pooler in
+	// transaction mode (PgBouncer) each transaction may get another server
+	// connection, where pgx's cached statements collide or are missing
+	// (42P05, 26000). The exec mode sends each statement with an unnamed
+	// one, in one round trip, and costs only the parse the cache saved.
+	// The URL's default_query_exec_mode, if any, wins.
+	if !strings.Contains(dbURL, "default_query_exec_mode") {
+		poolCfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	}
+	// Connections are replaced every few minutes, so that one left on the
+	// wrong node by a failover, or on an address DNS no longer gives, does
+	// not last for pgxpool's default hour. The URL's pool_max_conn_lifetime,
+	// if any, wins.
+	if !strings.Contains(dbURL, "pool_max_conn_lifetime") {
+		poolCfg.MaxConnLifetime = dbConnLifetime
+	}
+	return poolCfg, nil
+}
+
+// Database connection defaults that the URL can override (see poolConfig).
 const (
 	dbConnectTimeout = 2 * time.Second
 	dbConnLifetime   = 5 * time.Minute
