@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Database. The pool only connects when used; the schema is applied in
 	// the background (below), so the service starts and answers even while
 	// its database is still down.
-	poolCfg, err := poolConfig(cfg.DatabaseURL, cfg.DBMaxConns)
+	poolCfg, err := poolConfig(cfg.DatabaseURL, cfg.DBMaxConns, log)
 	if err != nil {
 		return err
 	}
@@ -283,7 +283,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // poolConfig is the database pool for dbURL, with what the service needs of
 // it beyond pgx's defaults; a parameter the URL sets wins over each.
-func poolConfig(dbURL string, maxConns int) (*pgxpool.Config, error) {
+func poolConfig(dbURL string, maxConns int, log *slog.Logger) (*pgxpool.Config, error) {
 	poolCfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -312,6 +312,9 @@ func poolConfig(dbURL string, maxConns int) (*pgxpool.Config, error) {
 	if !strings.Contains(dbURL, "pool_max_conn_lifetime") {
 		poolCfg.MaxConnLifetime = dbConnLifetime
 	}
+	// With several hosts, pgx tells why the ones before the one it
+	// settled on failed only if all fail; the operator needs to know now.
+	store.LogHostFailures(&poolCfg.ConnConfig.Config, log)
 	return poolCfg, nil
 }
 

@@ -196,7 +196,8 @@ func TestScenarioFrozenFirstHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host = frozenHost(t) + "," + u.Host
+	frozen := frozenHost(t)
+	u.Host = frozen + "," + u.Host
 	q := u.Query()
 	q.Set("target_session_attrs", "read-write")
 	u.RawQuery = q.Encode()
@@ -212,6 +213,11 @@ func TestScenarioFrozenFirstHost(t *testing.T) {
 	}
 	requireAllAccepted(t, l)
 	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
+	// The operator must learn that the first host is frozen, although
+	// every connection ended up on the second.
+	if logs := svc.logs.String(); !strings.Contains(logs, `"host":"`+frozen+`"`) || !strings.Contains(logs, "did not answer within the connect timeout") {
+		t.Errorf("no warning names the frozen host %s and why it failed:\n%s", frozen, logs)
+	}
 	report(t, "frozen-first-host", "10 callbacks, 2/s, upstream 0.1–0.5 s",
 		fmt.Sprintf("-db names a host that takes connections and never answers before the real one (target_session_attrs=read-write): every callback stored %v after the first was sent", time.Since(start).Round(100*time.Millisecond)),
 		checked, 0)
