@@ -343,9 +343,17 @@ func replicatedPair(t *testing.T) (primary, standby *pgtest.Server) {
 	t.Helper()
 	primary = pgtest.NewPrimary(t)
 	admin(t, primary, "CREATE DATABASE callback",
-		"ALTER DATABASE callback SET synchronous_commit = on", // pgtest's servers default to off
-		"ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
+		"ALTER DATABASE callback SET synchronous_commit = on") // pgtest's servers default to off
 	standby = primary.Standby(t)
+	awaitSyncStandby(t, primary)
+	return primary, standby
+}
+
+// awaitSyncStandby makes primary wait for a standby at every commit and
+// returns once one is in sync.
+func awaitSyncStandby(t *testing.T, primary *pgtest.Server) {
+	t.Helper()
+	admin(t, primary, "ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
 	eventually(t, 30*time.Second, func() error {
 		conn, err := pgx.Connect(t.Context(), primary.AdminURL())
 		if err != nil {
@@ -358,7 +366,6 @@ func replicatedPair(t *testing.T) (primary, standby *pgtest.Server) {
 		}
 		return nil
 	})
-	return primary, standby
 }
 
 // promote makes standby the primary and returns when; as the new primary
@@ -389,41 +396,59 @@ func firstRowAfter(t *testing.T, db *pgxpool.Pool, since time.Time) time.Duratio
 	return took
 }
 
-// Scenario 14: a primary failover. A primary and a streaming standby made
-// with pg_basebackup -R, replicating synchronously (what "nothing lost"
-// needs of PostgreSQL: an asynchronous standby may lack the last commits);
-// the service's URL names both with target_session_attrs=read-write. Under
-// paced load the primary is stopped with -m immediate, and 3 s later the
-// standby is promoted. Every post must get its 202, nothing may be lost, and
-// the test reports how long after the promotion the first new row was written.
+// Scenario 14: a primary failover and back. A primary and a streaming
+// standby made with pg_basebackup -R, replicating synchronously (what
+// "nothing lost" needs of PostgreSQL: an asynchronous standby may lack the
+// last commits); the service's URL names both with
+// target_session_attrs=read-write. Under paced load the primary is stopped
+// with -m immediate, and 3 s later the standby is promoted. The old primary
+// then comes back as a synchronous standby of the new one, on its old port,
+// where the URL's first host now answers read-only; and the new primary
+// fails in turn, so that the old one is promoted again. Every post must get
+// its 202, nothing may be lost, and the test reports how long after each
+// promotion the first new row was written.
 func TestScenarioPrimaryFailover(t *testing.T) {
-	primary, standby := replicatedPair(t)
+	first, second := replicatedPair(t)
 	dbURL := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/callback?sslmode=disable&target_session_attrs=read-write",
-		primary.Port(), standby.Port())
+		first.Port(), second.Port())
 	up := &sim.Upstream{MinLatency: 100 * time.Millisecond, MaxLatency: time.Second}
 	svc := startService(t, buildFast(t), dbURL, upstream(t, up))
 
 	l := newLedger()
-	ctx, cancel := context.WithTimeout(t.Context(), 16*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
+	began := time.Now()
 	sums := runSender(t, ctx, &sim.Sender{
 		Target: svc.URL + "/callback", Senders: 4, Rate: 5, IDRange: 2000, MaxIDs: 50, OnSendFunc: l.record,
 	})
-	time.Sleep(4 * time.Second)
-	if err := primary.Crash(); err != nil {
+	// failOver crashes from, promotes to 3 s later and returns a pool on to
+	// and the seconds from the promotion to its first new row.
+	failOver := func(from, to *pgtest.Server) (*pgxpool.Pool, time.Duration) {
+		time.Sleep(4 * time.Second)
+		if err := from.Crash(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		promoted := promote(t, to)
+		db := connect(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/callback?sslmode=disable", to.Port()))
+		return db, firstRowAfter(t, db, promoted)
+	}
+	_, firstRow := failOver(first, second)
+	if err := first.Rejoin(second); err != nil {
 		t.Fatal(err)
 	}
+	awaitSyncStandby(t, second)
+	db, backRow := failOver(second, first)
 	time.Sleep(3 * time.Second)
-	promoted := promote(t, standby)
-	newPrimary := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/callback?sslmode=disable", standby.Port())
-	db := connect(t, newPrimary)
-	firstRow := firstRowAfter(t, db, promoted)
+	cancel()
 	sum := <-sums
 	sends := requireAllAccepted(t, l)
 	checked := l.settle(t, db, even, 30*time.Second, 30*time.Second)
 	report(t, "primary-failover",
-		fmt.Sprintf("4 senders at 5/s for 16 s: %d callbacks, %d ids; p99 %v", sends, sum.IDs, sum.P99.Round(100*time.Microsecond)),
-		fmt.Sprintf("primary (synchronous streaming standby, multi-host URL) stopped -m immediate at 4 s, standby promoted 3 s later: first new row %v after the promotion; every post 202", firstRow.Round(10*time.Millisecond)),
+		fmt.Sprintf("4 senders at 5/s for %v: %d callbacks, %d ids; p99 %v", time.Since(began).Round(time.Second), sends, sum.IDs, sum.P99.Round(100*time.Microsecond)),
+		fmt.Sprintf("primary (synchronous streaming standby, multi-host URL) stopped -m immediate, standby promoted 3 s later: first new row %v after the promotion; "+
+			"the old primary back as a standby of the new one, which then failed the same way: first new row %v after the old one's promotion; every post 202",
+			firstRow.Round(10*time.Millisecond), backRow.Round(10*time.Millisecond)),
 		checked, 0)
 }
 

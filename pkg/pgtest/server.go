@@ -418,9 +418,8 @@ func NewPrimary(t testing.TB) *Server {
 // Port is the server's TCP port on 127.0.0.1.
 func (s *Server) Port() int { return s.port }
 
-// Standby makes a streaming standby of s, as a replica is set up in
-// production: pg_basebackup -R into a directory of its own, then a
-// postmaster on a port of its own, replaying s's WAL. It is stopped and
+// Standby makes a streaming standby of s (see cloneFrom) in a directory of
+// its own, with a postmaster on a port of its own, replaying s's WAL. It is stopped and
 // removed at cleanup.
 func (s *Server) Standby(t testing.TB) *Server {
 	t.Helper()
@@ -439,19 +438,8 @@ func (s *Server) Standby(t testing.TB) *Server {
 			t.Fatalf("pgtest: chown standby dir: %v", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), initdbTimeout)
-	defer cancel()
-	// Beside the real postgres binary, which PATH may reach through a link.
-	bin, err := filepath.EvalSymlinks(s.postgres)
-	if err != nil {
+	if err := st.cloneFrom(s); err != nil {
 		t.Fatalf("pgtest: %v", err)
-	}
-	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(bin), "pg_basebackup"),
-		"-D", st.dataDir(), "-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(s.port), "-U", "postgres")
-	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: st.cred}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: pg_basebackup: %v\n%s", err, out)
 	}
 	if st.port, err = freePort(); err != nil {
 		t.Fatalf("pgtest: %v", err)
@@ -460,6 +448,47 @@ func (s *Server) Standby(t testing.TB) *Server {
 		t.Fatalf("pgtest: %v", err)
 	}
 	return st
+}
+
+// Rejoin brings s, a stopped former primary, back as a streaming standby of
+// primary, on its old port: what an operator (or Patroni's reinit) does once
+// a failover has left the old primary's timeline behind. Its data is
+// replaced by a fresh base backup of primary.
+func (s *Server) Rejoin(primary *Server) error {
+	s.mu.Lock()
+	running := s.proc != nil
+	s.mu.Unlock()
+	if running {
+		return fmt.Errorf("rejoin: the server on port %d is still running", s.port)
+	}
+	if err := os.RemoveAll(s.dataDir()); err != nil {
+		return fmt.Errorf("rejoin: remove old data: %w", err)
+	}
+	if err := s.cloneFrom(primary); err != nil {
+		return fmt.Errorf("rejoin: %w", err)
+	}
+	return s.Start()
+}
+
+// cloneFrom makes s's data directory a standby of primary, as a replica is
+// set up in production: pg_basebackup -R, which writes standby.signal and
+// the primary's address.
+func (s *Server) cloneFrom(primary *Server) error {
+	ctx, cancel := context.WithTimeout(context.Background(), initdbTimeout)
+	defer cancel()
+	// Beside the real postgres binary, which PATH may reach through a link.
+	bin, err := filepath.EvalSymlinks(s.postgres)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(bin), "pg_basebackup"),
+		"-D", s.dataDir(), "-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres")
+	cmd.Dir = s.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pg_basebackup: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // Crash stops the server the way a power cut or `pg_ctl stop -m immediate`
