@@ -32,15 +32,20 @@ pgbin() {
 	fi
 	echo "$dir/$1"
 }
-INITDB=$(pgbin initdb)
-PG_CTL=$(pgbin pg_ctl)
-CREATEDB=$(pgbin createdb)
-
 mkdir -p "$DEV_DIR"
-if [ "$(id -u)" = 0 ]; then chown postgres: "$DEV_DIR"; fi
-if [ ! -f "$PGDATA/PG_VERSION" ]; then
-	echo "dev.sh: creating a PostgreSQL cluster in $PGDATA"
-	as_pg "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
+
+# A throwaway cluster in $PGDATA, unless DB_URL names a database already.
+own_pg=
+if [ -z "${DB_URL:-}" ]; then
+	own_pg=1
+	INITDB=$(pgbin initdb)
+	PG_CTL=$(pgbin pg_ctl)
+	CREATEDB=$(pgbin createdb)
+	if [ "$(id -u)" = 0 ]; then chown postgres: "$DEV_DIR"; fi
+	if [ ! -f "$PGDATA/PG_VERSION" ]; then
+		echo "dev.sh: creating a PostgreSQL cluster in $PGDATA"
+		as_pg "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >/dev/null
+	fi
 fi
 
 # The programs run in sessions of their own (setsid), so the terminal's Ctrl-C
@@ -57,16 +62,20 @@ cleanup() {
 	stop sender "$sender"
 	stop "service (it drains its queue first)" "$service"
 	stop upstream "$upstream"
-	echo "dev.sh: stopping PostgreSQL"
-	as_pg "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	if [ -n "$own_pg" ]; then
+		echo "dev.sh: stopping PostgreSQL"
+		as_pg "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	fi
 }
 trap cleanup INT TERM EXIT
 
-as_pg "$PG_CTL" -D "$PGDATA" -l "$DEV_DIR/postgres.log" -w \
-	-o "-p $PGPORT -k $DEV_DIR -c listen_addresses=127.0.0.1" start >/dev/null
-as_pg "$CREATEDB" -h 127.0.0.1 -p "$PGPORT" -U postgres callback 2>/dev/null || true
-DB_URL="postgres://postgres@127.0.0.1:$PGPORT/callback?sslmode=disable"
-echo "dev.sh: PostgreSQL on 127.0.0.1:$PGPORT (log $DEV_DIR/postgres.log)"
+if [ -n "$own_pg" ]; then
+	as_pg "$PG_CTL" -D "$PGDATA" -l "$DEV_DIR/postgres.log" -w \
+		-o "-p $PGPORT -k $DEV_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+	as_pg "$CREATEDB" -h 127.0.0.1 -p "$PGPORT" -U postgres callback 2>/dev/null || true
+	DB_URL="postgres://postgres@127.0.0.1:$PGPORT/callback?sslmode=disable"
+	echo "dev.sh: PostgreSQL on 127.0.0.1:$PGPORT (log $DEV_DIR/postgres.log)"
+fi
 
 go build -o "$DEV_DIR/callback" .
 go build -o "$DEV_DIR/objectsource" ./objectsource

@@ -39,7 +39,7 @@ func LogHostFailures(cfg *pgconn.Config, log *slog.Logger) {
 		context.AfterFunc(ctx, func() {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				log.Warn("database host failed: took the connection but did not answer within the connect timeout",
-					"host", addr, "connect_timeout", cfg.ConnectTimeout)
+					"host", addr, "connect_timeout", cfg.ConnectTimeout.String())
 			}
 		})
 		return conn, nil
