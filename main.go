@@ -126,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		journalOpt = journal
 	}
 
-	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout)
+	src := objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout, log)
 	pipe := ingest.New(log, src, db, ingest.Options{
 		Journal:           journalOpt,
 		ObserveLookupFunc: metrics.ObserveFunc(m.LookupDuration),

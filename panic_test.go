@@ -196,7 +196,7 @@ func newPanicRig(t *testing.T, wrapSource func(ingest.Source) ingest.Source, pan
 	up := &sim.Upstream{MinLatency: 5 * time.Millisecond, MaxLatency: 50 * time.Millisecond}
 	upSrv := httptest.NewServer(up)
 	t.Cleanup(upSrv.Close)
-	var src ingest.Source = objects.New(upSrv.URL, 8, 5*time.Second)
+	var src ingest.Source = objects.New(upSrv.URL, 8, 5*time.Second, nil)
 	if wrapSource != nil {
 		src = wrapSource(src)
 	}

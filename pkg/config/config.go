@@ -102,12 +102,12 @@ var settings = []setting{
 			}
 			return nil
 		}},
-	{flag: "src", env: "OBJECT_SOURCE_URL", def: "http://localhost:9010", unit: "URL",
-		usage: "base URL of the object service",
+	{flag: "src", env: "OBJECT_SOURCE_URL", def: "http://localhost:9010", unit: "URL", secret: true,
+		usage: "base URL of the object service; user:password@ in it is sent as Basic auth (and masked in logs)",
 		field: func(c *Config) any { return &c.SourceURL },
 		check: func(c *Config) error {
 			if u, err := url.Parse(c.SourceURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fmt.Errorf("src %q: want an http(s) URL", c.SourceURL)
+				return fmt.Errorf("src %q: want an http(s) URL", maskPassword(c.SourceURL))
 			}
 			return nil
 		}},

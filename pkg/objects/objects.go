@@ -6,15 +6,16 @@
 package objects
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,18 +29,26 @@ type Object struct {
 // RetryAfter rather than reading Code.
 type StatusError struct {
 	Code       int
+	Location   string        // where a 3xx points, or ""
 	retryAfter time.Duration // from the Retry-After header, or 0
 }
 
 func (e *StatusError) Error() string {
+	if e.Code >= 300 && e.Code < 400 {
+		return fmt.Sprintf("upstream status %d, redirect to %q not followed", e.Code, e.Location)
+	}
 	return fmt.Sprintf("upstream status %d", e.Code)
 }
 
 // Permanent reports whether the same request will never succeed: a 4xx says
-// the ID itself is wrong, except 408 (request timeout) and 429 (rate
-// limited), which pass, as do 5xx.
+// the ID itself is wrong, and so does a 2xx other than 200, which has no
+// answer to give; 408 (request timeout), 429 (rate limited) and 5xx pass.
+// So does a 3xx: a redirect says the upstream has moved, not that the ID is
+// wrong, so it is retried (and logged, see Client) until -src names the new
+// place, rather than lose every ID.
 func (e *StatusError) Permanent() bool {
-	return e.Code < 500 && e.Code != http.StatusTooManyRequests && e.Code != http.StatusRequestTimeout
+	redirect := e.Code >= 300 && e.Code < 400
+	return !redirect && e.Code < 500 && e.Code != http.StatusTooManyRequests && e.Code != http.StatusRequestTimeout
 }
 
 // Overloaded reports whether the answer says the upstream is over its
@@ -76,28 +85,46 @@ const maxBody = 64 << 10
 // answer itself: a plainly framed one with quickAnswer, anything else with
 // net/http's own http.ReadResponse (chunked bodies, odd headers), so the
 // general parser still decides every case the short path is not sure of.
+//
+// A redirect (3xx) is not followed: -src names the service to ask, and
+// following would send every lookup twice, to a host the operator never
+// named. It is an error the caller retries, and the client logs it at most
+// every redirectLogEvery, with its Location, for the operator to fix -src.
 type Client struct {
 	pool    *pool
 	path    string // the base URL's path, then /objects/
 	timeout time.Duration
+	log     *slog.Logger
+
+	lastRedirectLog atomic.Int64 // Unix ns of the last redirect logged
 }
+
+// redirectLogEvery spaces the redirect errors in the log: every lookup gets
+// one while the upstream redirects.
+const redirectLogEvery = 10 * time.Second
 
 // New returns a client for the service at baseURL (e.g. http://localhost:9010).
 // conns is the most requests that will be in flight at once (the caller's
 // concurrency ceiling): HTTP/1.1 needs a connection per request in flight,
 // and the client keeps up to that many idle, because closing and reopening a
 // socket for nearly every lookup would waste both sides' time. timeout
-// bounds one request, connecting, headers and body included.
-func New(baseURL string, conns int, timeout time.Duration) *Client {
+// bounds one request, connecting, headers and body included. A user and
+// password in baseURL are sent as Basic auth. log gets the redirect errors;
+// nil discards them.
+func New(baseURL string, conns int, timeout time.Duration, log *slog.Logger) *Client {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		// config.Load checks the URL; anything else is a wiring bug.
 		panic(fmt.Sprintf("objects: base URL %q: want an http(s) URL", baseURL))
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Client{
 		pool:    newPool(u, conns),
 		path:    u.EscapedPath() + "/objects/",
 		timeout: timeout,
+		log:     log,
 	}
 }
 
@@ -111,10 +138,12 @@ func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
 		return Object{}, fmt.Errorf("fetch object %d: %w", id, err)
 	}
 	if ans.status != http.StatusOK {
-		return Object{}, fmt.Errorf("fetch object %d: %w", id, &StatusError{
-			Code:       ans.status,
-			retryAfter: retryAfter(ans.retryAfter),
-		})
+		e := &StatusError{Code: ans.status, retryAfter: retryAfter(ans.retryAfter)}
+		if ans.status >= 300 && ans.status < 400 {
+			e.Location = ans.location
+			c.logRedirect(ctx, e)
+		}
+		return Object{}, fmt.Errorf("fetch object %d: %w", id, e)
 	}
 	got, online, ok := quickObject(ans.body)
 	if !ok {
@@ -124,7 +153,9 @@ func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
 			ID     *int64 `json:"id"`
 			Online *bool  `json:"online"`
 		}
-		if err := json.NewDecoder(bytes.NewReader(ans.body)).Decode(&body); err != nil {
+		// Unmarshal, not a Decoder: trailing data ({"id":5,"online":true}<html>)
+		// is an error, not an answer.
+		if err := json.Unmarshal(ans.body, &body); err != nil {
 			return Object{}, fmt.Errorf("fetch object %d: decode: %w", id, err)
 		}
 		if body.ID == nil || body.Online == nil {
@@ -136,6 +167,17 @@ func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
 		return Object{}, fmt.Errorf("fetch object %d: got id %d: %w", id, got, ErrMismatch)
 	}
 	return Object{ID: id, Online: online}, nil
+}
+
+// logRedirect logs a redirect, unless one was logged within
+// redirectLogEvery.
+func (c *Client) logRedirect(ctx context.Context, e *StatusError) {
+	now, last := time.Now().UnixNano(), c.lastRedirectLog.Load()
+	if now-last < int64(redirectLogEvery) || !c.lastRedirectLog.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.ErrorContext(ctx, "upstream redirects, not followed: lookups fail until -src names where it points",
+		"status", e.Code, "location", e.Location, "every", redirectLogEvery.String())
 }
 
 // Online reports whether object id is online: Fetch for callers that need

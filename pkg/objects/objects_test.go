@@ -100,7 +100,7 @@ func TestFetch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv := newServer(t, tt.handler)
-			c := objects.New(srv.URL, 1, 5*time.Second)
+			c := objects.New(srv.URL, 1, 5*time.Second, nil)
 			got, err := c.Fetch(t.Context(), tt.id)
 
 			wantOK := tt.wantStatus == 0 && tt.wantIs == nil && !tt.wantErr
@@ -160,7 +160,7 @@ func TestStatusErrorPermanent(t *testing.T) {
 		code int
 		want bool // temporary: may succeed if tried again
 	}{
-		{200, false}, {301, false}, {400, false}, {401, false}, {403, false}, {404, false},
+		{200, false}, {301, true}, {302, true}, {308, true}, {400, false}, {401, false}, {403, false}, {404, false},
 		{407, false}, {408, true}, {409, false}, {422, false}, {429, true}, {499, false},
 		{500, true}, {502, true}, {503, true}, {504, true}, {599, true},
 	}
@@ -170,7 +170,7 @@ func TestStatusErrorPermanent(t *testing.T) {
 			if got := e.Permanent(); got == tt.want {
 				t.Errorf("Permanent() for %d = %v, want %v", tt.code, got, !tt.want)
 			}
-			if got, want := e.Error(), fmt.Sprintf("upstream status %d", tt.code); got != want {
+			if got, want := e.Error(), fmt.Sprintf("upstream status %d", tt.code); tt.code/100 != 3 && got != want {
 				t.Errorf("Error() = %q, want %q", got, want)
 			}
 		})
@@ -202,7 +202,7 @@ func TestFetchRequest(t *testing.T) {
 				reqs <- seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("Accept")}
 				fmt.Fprintf(w, `{"id":%d,"online":true}`, tt.id)
 			})
-			c := objects.New(srv.URL+tt.suffix, 1, 5*time.Second)
+			c := objects.New(srv.URL+tt.suffix, 1, 5*time.Second, nil)
 			if _, err := c.Fetch(t.Context(), tt.id); err != nil {
 				t.Fatalf("Fetch(%d): %v", tt.id, err)
 			}
@@ -266,7 +266,7 @@ func TestFetchTimeout(t *testing.T) {
 	t.Parallel()
 	srv, _ := blockingServer(t)
 	const timeout = 100 * time.Millisecond
-	c := objects.New(srv.URL, 1, timeout)
+	c := objects.New(srv.URL, 1, timeout, nil)
 
 	r := wait(t, goFetch(t.Context(), c, 1))
 	if r.err == nil {
@@ -303,7 +303,7 @@ func TestFetchSlowBody(t *testing.T) {
 	})
 	t.Cleanup(func() { close(release) })
 	const timeout = 100 * time.Millisecond
-	c := objects.New(srv.URL, 1, timeout)
+	c := objects.New(srv.URL, 1, timeout, nil)
 
 	r := wait(t, goFetch(t.Context(), c, 1))
 	if r.err == nil {
@@ -318,7 +318,7 @@ func TestFetchContext(t *testing.T) {
 	t.Run("cancelled-while-waiting", func(t *testing.T) {
 		t.Parallel()
 		srv, arrived := blockingServer(t)
-		c := objects.New(srv.URL, 1, time.Minute)
+		c := objects.New(srv.URL, 1, time.Minute, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 
@@ -334,7 +334,7 @@ func TestFetchContext(t *testing.T) {
 	t.Run("deadline-shorter-than-timeout", func(t *testing.T) {
 		t.Parallel()
 		srv, _ := blockingServer(t)
-		c := objects.New(srv.URL, 1, time.Minute)
+		c := objects.New(srv.URL, 1, time.Minute, nil)
 		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 		defer cancel()
 
@@ -351,7 +351,7 @@ func TestFetchContext(t *testing.T) {
 			hits.Add(1)
 			_, _ = io.WriteString(w, `{"id":1,"online":true}`)
 		})
-		c := objects.New(srv.URL, 1, time.Minute)
+		c := objects.New(srv.URL, 1, time.Minute, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 
@@ -375,7 +375,7 @@ func TestFetchConnectionRefused(t *testing.T) {
 	if err := ln.Close(); err != nil {
 		t.Fatal(err)
 	}
-	c := objects.New("http://"+addr, 1, 5*time.Second)
+	c := objects.New("http://"+addr, 1, 5*time.Second, nil)
 	_, err = c.Fetch(t.Context(), 1)
 	if err == nil {
 		t.Fatal("Fetch error = nil, want a connection error")
@@ -405,7 +405,7 @@ func TestOnline(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	c := objects.New(srv.URL, 1, 5*time.Second)
+	c := objects.New(srv.URL, 1, 5*time.Second, nil)
 	tests := []struct {
 		id            int64
 		want, wantErr bool
@@ -451,7 +451,7 @@ func TestFetchReusesConnections(t *testing.T) {
 			srv.Start()
 			t.Cleanup(srv.Close)
 
-			c := objects.New(srv.URL, 4, 5*time.Second)
+			c := objects.New(srv.URL, 4, 5*time.Second, nil)
 			const fetches = 20
 			for range fetches {
 				_, _ = c.Fetch(t.Context(), 1) // the answer does not matter here, only the socket
@@ -482,7 +482,7 @@ func TestFetchConcurrent(t *testing.T) {
 		fmt.Fprintf(w, `{"id":%d,"online":%t}`, id, id%2 == 0)
 	})
 	srv := newServer(t, mux.ServeHTTP)
-	c := objects.New(srv.URL, 8, 5*time.Second)
+	c := objects.New(srv.URL, 8, 5*time.Second, nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for id := range int64(64) {
@@ -512,7 +512,7 @@ func TestPoolServerClosesIdleConnections(t *testing.T) {
 	srv.Config.IdleTimeout = 20 * time.Millisecond
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c := objects.New(srv.URL, 4, 5*time.Second)
+	c := objects.New(srv.URL, 4, 5*time.Second, nil)
 	for i := range 5 {
 		if _, err := c.Fetch(t.Context(), 1); err != nil {
 			t.Fatalf("fetch %d after the server closed the idle connection: %v", i, err)
@@ -549,7 +549,7 @@ func TestPoolChunkedAndClose(t *testing.T) {
 			}
 			srv.Start()
 			t.Cleanup(srv.Close)
-			c := objects.New(srv.URL, 4, 5*time.Second)
+			c := objects.New(srv.URL, 4, 5*time.Second, nil)
 			for range 3 {
 				got, err := c.Fetch(t.Context(), 1)
 				if err != nil || got != (objects.Object{ID: 1, Online: true}) {
@@ -573,7 +573,7 @@ func TestPoolBasePath(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, `{"id":7,"online":false}`)
 	})
-	c := objects.New(srv.URL+"/api/v1/", 1, 5*time.Second)
+	c := objects.New(srv.URL+"/api/v1/", 1, 5*time.Second, nil)
 	if got, err := c.Fetch(t.Context(), 7); err != nil || got != (objects.Object{ID: 7}) {
 		t.Errorf("Fetch = %+v, %v; want object 7 offline", got, err)
 	}

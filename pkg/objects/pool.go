@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 type pool struct {
 	addr    string      // host:port to dial
 	host    string      // the Host header
+	auth    string      // the Authorization header's value from the URL's user:password, or ""
 	tls     *tls.Config // nil for plain http
 	dialer  net.Dialer
 	maxIdle int
@@ -42,23 +44,44 @@ type conn struct {
 
 // countingReader counts the bytes of the current answer, so a failure can
 // tell a connection that was already gone (nothing came back) from an
-// answer cut short.
+// answer cut short, and refuses to read past limit (0: none) while the
+// status line and headers are read.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	limit int64
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
+	if c.limit > 0 {
+		if c.n >= c.limit {
+			return 0, errHeaderTooLong
+		}
+		b = b[:min(int64(len(b)), c.limit-c.n)]
+	}
 	n, err := c.r.Read(b)
 	c.n += int64(n)
 	return n, err
 }
 
-// answer is what a request got: the status, the Retry-After header and up
-// to maxBody bytes of the body.
+// maxHeader caps the status line and headers of an answer, interim (1xx)
+// answers included; a real one is ~100 bytes. net/http's own default is
+// 1 MB, and http.ReadResponse has none: a header that never ends would be
+// read into memory until the request's timeout.
+const maxHeader = 8 << 10
+
+// max1xx is how many interim answers may come before the final one, as
+// net/http's transport allows.
+const max1xx = 5
+
+var errHeaderTooLong = fmt.Errorf("objects: answer header over %d bytes", maxHeader)
+
+// answer is what a request got: the status, the Retry-After and Location
+// headers and up to maxBody bytes of the body.
 type answer struct {
 	status     int
 	retryAfter string
+	location   string
 	body       []byte
 }
 
@@ -83,6 +106,11 @@ func newPool(u *url.URL, maxIdle int) *pool {
 	}
 	if u.Scheme == "https" {
 		p.tls = &tls.Config{ServerName: u.Hostname()}
+	}
+	// http://user:password@host sends Basic auth, as net/http's client does.
+	if u.User != nil {
+		pass, _ := u.User.Password()
+		p.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass))
 	}
 	return p
 }
@@ -148,10 +176,19 @@ func stale(err error) bool {
 }
 
 // roundTrip writes one request on cn and reads its answer. keep reports
-// whether cn may carry another request: the answer was read to its end and
-// the server did not ask to close.
+// whether cn may carry another request: the answer was read to its end, the
+// server did not ask to close, and nothing came after it. Bytes after an
+// answer are an answer to no request (or the sign of a framing we read
+// differently from the server): on a pooled connection they would be read
+// as the next request's answer, so the connection is closed, as net/http's
+// transport closes one it finds readable while idle.
 func (p *pool) roundTrip(ctx context.Context, cn *conn, deadline time.Time, prefix string, id int64) (ans answer, keep bool, err error) {
-	cn.counter.n = 0
+	ans, keep, err = p.exchange(ctx, cn, deadline, prefix, id)
+	return ans, keep && cn.br.Buffered() == 0, err
+}
+
+func (p *pool) exchange(ctx context.Context, cn *conn, deadline time.Time, prefix string, id int64) (ans answer, keep bool, err error) {
+	cn.counter.n, cn.counter.limit = 0, maxHeader
 	if err := cn.nc.SetDeadline(deadline); err != nil {
 		return answer{}, false, err
 	}
@@ -164,6 +201,10 @@ func (p *pool) roundTrip(ctx context.Context, cn *conn, deadline time.Time, pref
 	req = strconv.AppendInt(req, id, 10)
 	req = append(req, " HTTP/1.1\r\nHost: "...)
 	req = append(req, p.host...)
+	if p.auth != "" {
+		req = append(req, "\r\nAuthorization: "...)
+		req = append(req, p.auth...)
+	}
 	req = append(req, "\r\nAccept: application/json\r\nUser-Agent: callback\r\n\r\n"...)
 	cn.req = req
 	if _, err := cn.nc.Write(req); err != nil {
@@ -174,10 +215,14 @@ func (p *pool) roundTrip(ctx context.Context, cn *conn, deadline time.Time, pref
 			return ans, keep, nil
 		}
 	}
-	resp, err := http.ReadResponse(cn.br, nil)
+	resp, err := readFinal(cn.br)
+	if err != nil && cn.counter.n >= maxHeader {
+		err = errHeaderTooLong // whatever the parser made of the cut
+	}
 	if err != nil {
 		return answer{}, false, err
 	}
+	cn.counter.limit = 0 // the body has its own bound
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		return answer{}, false, fmt.Errorf("read body: %w", err)
@@ -186,8 +231,30 @@ func (p *pool) roundTrip(ctx context.Context, cn *conn, deadline time.Time, pref
 	if complete {
 		_ = resp.Body.Close() // read to its end already: nothing left to drain
 	}
-	ans = answer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), body: body[:min(len(body), maxBody)]}
+	ans = answer{
+		status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), location: resp.Header.Get("Location"),
+		body: body[:min(len(body), maxBody)],
+	}
 	return ans, complete && !resp.Close, nil
+}
+
+// readFinal reads answers until a final one, skipping interim 1xx answers
+// (103 Early Hints, an unasked-for 100 Continue) as RFC 9110 §15.2 asks of
+// a client; a 101 switches protocols, which a GET never asks for.
+func readFinal(br *bufio.Reader) (*http.Response, error) {
+	for range max1xx + 1 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errors.New("objects: upstream switched protocols (101)")
+		case resp.StatusCode >= 200:
+			return resp, nil
+		}
+	}
+	return nil, fmt.Errorf("objects: more than %d interim (1xx) answers", max1xx)
 }
 
 // dial opens a new connection, giving up at deadline at the latest.
@@ -212,19 +279,58 @@ func (p *pool) dial(ctx context.Context, deadline time.Time) (*conn, error) {
 	return &conn{nc: nc, br: bufio.NewReaderSize(cr, 512), counter: cr}, nil
 }
 
-// take returns an idle connection, or nil if there is none young enough.
+// take returns an idle connection, or nil if there is none young enough
+// and quiet.
 func (p *pool) take() *conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.idle) > 0 {
+	for {
+		p.mu.Lock()
+		if len(p.idle) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
 		cn := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if time.Since(cn.idleSince) < idleTimeout {
+		p.mu.Unlock()
+		// Too old, the server may close it under us; readable while idle,
+		// the server closed it or sent an answer no request asked for.
+		if time.Since(cn.idleSince) < idleTimeout && !readable(cn.nc) {
 			return cn
 		}
-		_ = cn.nc.Close() // too old: the server may close it under us
+		_ = cn.nc.Close()
 	}
-	return nil
+}
+
+// readable reports whether an idle connection has something to read (an
+// unsolicited answer, or the server's FIN) or is broken, without blocking
+// and without consuming anything: a peek at the socket, one system call.
+// For TLS it peeks at the TCP connection beneath, where any byte while idle
+// is as unasked-for.
+func readable(nc net.Conn) bool {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	var (
+		buf  [1]byte
+		rerr error
+	)
+	if err := rc.Read(func(fd uintptr) bool {
+		_, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true // never wait for readiness
+	}); err != nil {
+		return true
+	}
+	if errors.Is(rerr, syscall.EAGAIN) {
+		return false
+	}
+	return true // a byte, the server's EOF (n == 0), or an error
 }
 
 // put returns cn to the pool, or closes it if the pool is full. It also

@@ -78,6 +78,10 @@ func quickAnswer(br *bufio.Reader) (ans answer, keep, ok bool) {
 			if ans.retryAfter == "" {
 				ans.retryAfter = string(value)
 			}
+		case bytes.EqualFold(name, []byte("Location")):
+			if ans.location == "" {
+				ans.location = string(value)
+			}
 		}
 	}
 	total := end + 4 + length

@@ -16,6 +16,7 @@ func FuzzQuickAnswer(f *testing.F) {
 	for _, s := range []string{
 		"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{\"id\":7,\"online\":true}\n",
 		"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 301 Moved Permanently\r\nLocation: https://x/objects/1\r\nContent-Length: 0\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
 		"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
@@ -50,7 +51,7 @@ func FuzzQuickAnswer(f *testing.F) {
 		if err != nil {
 			t.Fatalf("quickAnswer took %q; reading the body: %v", raw, err)
 		}
-		if resp.StatusCode != ans.status || resp.Header.Get("Retry-After") != ans.retryAfter ||
+		if resp.StatusCode != ans.status || resp.Header.Get("Retry-After") != ans.retryAfter || resp.Header.Get("Location") != ans.location ||
 			!bytes.Equal(body, ans.body) || resp.Close == keep || ref.Buffered() != br.Buffered() {
 			t.Fatalf("%q:\nquick:    status %d, retry-after %q, body %q, keep %v, %d left\nnet/http: status %d, retry-after %q, body %q, close %v, %d left",
 				raw, ans.status, ans.retryAfter, ans.body, keep, br.Buffered(),
