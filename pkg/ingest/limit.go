@@ -35,7 +35,10 @@ import (
 //   - overloaded (an overload answer, or most requests timed out): what the
 //     refusals left is remembered as the capacity, and the limit goes to 95 %
 //     of it, or to 90 % of where the window began if that is lower; a
-//     Retry-After holds growth until it passes.
+//     Retry-After holds growth until it passes, for at most maxHold: one
+//     answer must not keep the limit at its floor for as long as it asks
+//     (Retry-After: 86400 would be a day), and a longer hold than a few
+//     windows only delays finding out whether the upstream has recovered.
 //   - lookups waited for a permit and nothing was overloaded: the limit grows,
 //     doubling while no overload has ever been seen (slow start), by a
 //     quarter while it is below 80 % of the remembered capacity, and by 2 %
@@ -45,6 +48,7 @@ import (
 type limiter struct {
 	floor, ceiling float64
 	window         time.Duration
+	maxHold        time.Duration // the longest a Retry-After holds growth
 	now            func() time.Time
 
 	mu       sync.Mutex
@@ -104,13 +108,17 @@ const (
 	limitWindow        = 500 * time.Millisecond
 	timeoutOverloadPct = 50 // a window in which at least this share of requests timed out is overloaded
 	minTimeoutSamples  = 10 // ...given at least this many requests, so a lone hang is never overload
+	holdWindows        = 10 // a Retry-After holds growth for at most this many windows (and the TTL)
 )
 
-func newLimiter(floor, ceiling int, now func() time.Time) *limiter {
+// newLimiter returns a limiter between floor and ceiling whose Retry-After
+// holds last no longer than holdWindows windows, nor ttl.
+func newLimiter(floor, ceiling int, ttl time.Duration, now func() time.Time) *limiter {
 	floor = max(1, min(floor, ceiling))
 	return &limiter{
 		floor: float64(floor), ceiling: float64(ceiling), window: limitWindow, now: now,
-		limit: float64(floor), wake: make(chan struct{}), start: now(), startLimit: float64(floor),
+		maxHold: min(holdWindows*limitWindow, ttl),
+		limit:   float64(floor), wake: make(chan struct{}), start: now(), startLimit: float64(floor),
 	}
 }
 
@@ -153,7 +161,7 @@ func (l *limiter) release(s signal, retryAfter time.Duration) {
 	case overloaded:
 		l.overloads++
 		l.limit = max(l.floor, l.limit-1) // this request was one too many
-		if until := l.now().Add(retryAfter); until.After(l.holdUntil) {
+		if until := l.now().Add(min(retryAfter, l.maxHold)); until.After(l.holdUntil) {
 			l.holdUntil = until
 		}
 		l.samples++

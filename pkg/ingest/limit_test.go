@@ -32,7 +32,7 @@ func fill(l *limiter) int {
 
 func TestLimiterSlowStartToCeiling(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
-	l := newLimiter(10, 100, clk.now)
+	l := newLimiter(10, 100, time.Minute, clk.now)
 	var got []int
 	for range 6 {
 		n := fill(l)
@@ -53,7 +53,7 @@ func TestLimiterSlowStartToCeiling(t *testing.T) {
 // requests outnumber the successes in the window.
 func TestLimiterFindsCapacity(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
-	l := newLimiter(10, 1000, clk.now)
+	l := newLimiter(10, 1000, time.Minute, clk.now)
 	const capacity = 40
 	var limits []int
 	refusedTotal, total := 0, 0
@@ -88,7 +88,7 @@ func TestLimiterFindsCapacity(t *testing.T) {
 // overloaded one: the limit keeps growing.
 func TestLimiterIgnoresFlakiness(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
-	l := newLimiter(10, 10_000, clk.now)
+	l := newLimiter(10, 10_000, time.Minute, clk.now)
 	for range 8 {
 		n := fill(l)
 		for i := range n {
@@ -110,7 +110,7 @@ func TestLimiterIgnoresFlakiness(t *testing.T) {
 
 func TestLimiterBacksOffOnTimeoutsAndRetryAfter(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
-	l := newLimiter(10, 10_000, clk.now)
+	l := newLimiter(10, 10_000, time.Minute, clk.now)
 	for range 4 { // grow to 160
 		n := fill(l)
 		for range n {
@@ -148,9 +148,48 @@ func TestLimiterBacksOffOnTimeoutsAndRetryAfter(t *testing.T) {
 	}
 }
 
+// One Retry-After of a day holds growth for holdWindows windows, not a day:
+// the limit grows again after them. (Before, after one 429 with
+// Retry-After: 86400 the limit stayed at its floor, and no alert fired.)
+func TestLimiterRetryAfterHoldIsCapped(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	l := newLimiter(10, 10_000, time.Minute, clk.now)
+	ok, _ := l.tryAcquire()
+	if !ok {
+		t.Fatal("no permit free")
+	}
+	l.release(overloaded, 24*time.Hour)
+	clk.advance(limitWindow)
+	held, _ := l.snapshot()
+	var limits []int
+	for range holdWindows + 3 {
+		n := fill(l)
+		for range n {
+			l.release(answered, 0)
+		}
+		clk.advance(limitWindow)
+		limit, _ := l.snapshot()
+		limits = append(limits, limit)
+	}
+	if limits[holdWindows-3] != held {
+		t.Errorf("limits per window %v: want held at %d within the cap", limits, held)
+	}
+	if last := limits[len(limits)-1]; last <= held {
+		t.Errorf("limits per window %v: want growth again after %d windows", limits, holdWindows)
+	}
+}
+
+// The hold is at most the TTL, when that is shorter than holdWindows windows.
+func TestLimiterRetryAfterHoldAtMostTTL(t *testing.T) {
+	l := newLimiter(10, 100, time.Second, time.Now)
+	if l.maxHold != time.Second {
+		t.Errorf("maxHold = %v with a TTL of 1s, want 1s", l.maxHold)
+	}
+}
+
 func TestLimiterFloorAndWake(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
-	l := newLimiter(4, 100, clk.now)
+	l := newLimiter(4, 100, time.Minute, clk.now)
 	for range 10 { // overload every window: never below the floor
 		n := fill(l)
 		for range n {
@@ -209,7 +248,7 @@ func TestClassify(t *testing.T) {
 // only buy another refusal a millisecond later.
 func TestLimiterRefusalConsumesPermit(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
-	l := newLimiter(5, 100, clk.now)
+	l := newLimiter(5, 100, time.Minute, clk.now)
 	for range fill(l) { // one saturated window: the limit doubles to 10
 		l.release(answered, 0)
 	}
@@ -232,7 +271,7 @@ func TestLimiterRefusalConsumesPermit(t *testing.T) {
 // bound before any request was timed.
 func TestLimiterBacklog(t *testing.T) {
 	c := &fakeClock{t: time.Unix(0, 0)}
-	l := newLimiter(10, 100, c.now)
+	l := newLimiter(10, 100, time.Minute, c.now)
 	if got := l.backlog(30 * time.Second); got != 0 {
 		t.Errorf("backlog before any request = %d, want 0 (no bound)", got)
 	}

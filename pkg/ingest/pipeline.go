@@ -251,7 +251,7 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 		restores: make(chan receipt),
 		closing:  make(chan struct{}),
 		finished: make(chan struct{}),
-		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.NowFunc),
+		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.TTL, opt.NowFunc),
 	}
 }
 
