@@ -91,6 +91,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 				flush()
 			}
 		case <-second.C:
+			p.expire(ctx, unwritten)
 			if len(unwritten) == 0 {
 				owedSince = 0 // flushed since
 			}
@@ -123,6 +124,25 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 type row struct {
 	received time.Time
 	mark     uint64
+}
+
+// expire drops the rows whose receipt is older than the TTL: the sweeper
+// would delete them at once, so through a database outage they would only
+// hold memory, growing with every distinct ID seen. Their debts are paid:
+// a replay would skip them as too old too.
+func (p *Pipeline) expire(ctx context.Context, unwritten map[int64]row) {
+	n := 0
+	for id, r := range unwritten {
+		if time.Since(r.received) > p.opt.TTL {
+			p.owe(r.mark, -1)
+			delete(unwritten, id)
+			n++
+		}
+	}
+	if n > 0 {
+		p.stats.expired.Add(int64(n))
+		p.log.WarnContext(ctx, "rows dropped unwritten: receipt older than ttl", "count", n, "ttl", p.opt.TTL.String())
+	}
 }
 
 // oldest returns the oldest receipt time (Unix ns) in unwritten, or 0.

@@ -54,6 +54,10 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 				continue
 			}
 			c.take(r, false)
+			// Now counted in waiting; published before the reservation
+			// goes, so admit never counts these IDs in neither.
+			p.nWaiting.Store(int64(c.waiting()))
+			p.nQueued.Add(-int64(len(r.ids)))
 		case r := <-restores:
 			c.take(r, true)
 		case out <- next:

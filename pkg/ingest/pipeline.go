@@ -225,8 +225,12 @@ type Pipeline struct {
 
 	lim      *limiter     // how many upstream requests may be in flight
 	nWaiting atomic.Int64 // coalescer.waiting(), published by the dispatcher for Enqueue
-	nLive    atomic.Int64 // of those, named by live callbacks (not only by a replay)
-	backlog  atomic.Int64 // limiter.backlog(TTL), published every second; 0: no bound
+	// IDs admitted by Enqueue and not yet taken in by the dispatcher (in
+	// the receipts buffer, or on their way there): with nWaiting, what
+	// MaxWaiting bounds.
+	nQueued atomic.Int64
+	nLive   atomic.Int64 // of those, named by live callbacks (not only by a replay)
+	backlog atomic.Int64 // limiter.backlog(TTL), published every second; 0: no bound
 
 	// The oldest receipt (Unix ns, 0: none) among the coalescer's entries,
 	// published by the dispatcher, and among the writer's unwritten rows,
@@ -270,12 +274,17 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 // is on disk either way, and waiting for a crash to replay it would store
 // it late or never. Enqueue takes ids over: it drops repeats in place (see
 // dedupe) and keeps the slice, so the caller must not use it afterwards.
-func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time) error {
+func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time) (err error) {
 	n := len(ids)
 	ids = dedupe(ids)
 	if err := p.admit(ids); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			p.nQueued.Add(-int64(len(ids))) // not queued after all
+		}
+	}()
 	r := receipt{ids: ids, received: received}
 	if p.opt.Journal != nil && len(ids) > 0 {
 		mark, err := p.opt.Journal.Append(ctx, ids, received)
@@ -334,6 +343,12 @@ func (p *Pipeline) owe(mark uint64, n int) {
 // cannot be looked up within the TTL: better a 503 the sender sees than a
 // 202 for a row that expires unwritten, and a backlog so bounded is one
 // that the workers, oldest first, serve within the TTL.
+//
+// MaxWaiting is a hard cap: an admitted callback reserves room for all its
+// IDs in nQueued at once, so concurrent callbacks cannot all pass a check
+// that none of them has yet changed. (IDs that are already waiting count
+// twice until the dispatcher merges them: the cap errs on the safe side.)
+// The caller returns the reservation if it does not queue the callback.
 func (p *Pipeline) admit(ids []int64) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -342,10 +357,14 @@ func (p *Pipeline) admit(ids []int64) error {
 		return ErrClosed
 	case len(ids) == 0:
 		return nil
-	case p.nWaiting.Load() >= int64(p.opt.MaxWaiting) || len(p.receipts) == cap(p.receipts):
+	case len(p.receipts) == cap(p.receipts):
 		return ErrFull
 	case p.backlog.Load() > 0 && p.nLive.Load() >= p.backlog.Load():
 		return ErrBacklog
+	}
+	if p.nQueued.Add(int64(len(ids)))+p.nWaiting.Load() > int64(p.opt.MaxWaiting) {
+		p.nQueued.Add(-int64(len(ids)))
+		return ErrFull
 	}
 	return nil
 }
@@ -465,6 +484,7 @@ type Stats struct {
 	Retries   int64 // failed lookups that were tried again
 	Rejected  int64 // lookups the upstream refused for good
 	GaveUp    int64 // lookups abandoned because their receipt outlived the TTL
+	Expired   int64 // rows not written before their receipt outlived the TTL (a database outage)
 	Panics    int64 // panics recovered in workers or the writer
 	Abandoned int64 // IDs not written because Run's context was cancelled
 	WriteErrs int64 // failed batch writes (the rows were kept and retried)
@@ -475,7 +495,7 @@ type Stats struct {
 }
 
 type counters struct {
-	accepted, lookups, online, written, retries, rejected, gaveUp, panics, abandoned, writeErrs,
+	accepted, lookups, online, written, retries, rejected, gaveUp, expired, panics, abandoned, writeErrs,
 	restored, notDurable atomic.Int64
 }
 
@@ -485,7 +505,7 @@ func (p *Pipeline) Stats() Stats {
 	return Stats{
 		Accepted: c.accepted.Load(), Lookups: c.lookups.Load(), Online: c.online.Load(),
 		Written: c.written.Load(), Retries: c.retries.Load(), Rejected: c.rejected.Load(),
-		GaveUp: c.gaveUp.Load(), Panics: c.panics.Load(), Abandoned: c.abandoned.Load(),
+		GaveUp: c.gaveUp.Load(), Expired: c.expired.Load(), Panics: c.panics.Load(), Abandoned: c.abandoned.Load(),
 		WriteErrs: c.writeErrs.Load(), Restored: c.restored.Load(), NotDurable: c.notDurable.Load(),
 	}
 }
@@ -497,7 +517,7 @@ func (p *Pipeline) logStats(ctx context.Context, waiting, inFlight int) {
 		"accepted", s.Accepted, "waiting", waiting, "in_flight", inFlight,
 		"requests", requests, "limit", limit,
 		"lookups", s.Lookups, "online", s.Online, "written", s.Written,
-		"retries", s.Retries, "rejected", s.Rejected, "gave_up", s.GaveUp,
+		"retries", s.Retries, "rejected", s.Rejected, "gave_up", s.GaveUp, "expired", s.Expired,
 		"write_errors", s.WriteErrs, "panics", s.Panics, "abandoned", s.Abandoned,
 		"restored", s.Restored, "not_durable", s.NotDurable)
 }

@@ -312,16 +312,40 @@ func TestEnqueueRefuses(t *testing.T) {
 				<-block
 				return false, nil
 			}}
-			p := New(logtest.Discard(), f, u, Options{Workers: 1, MaxWaiting: 3})
+			p := New(logtest.Discard(), f, u, Options{Workers: 1, MaxWaiting: 4})
 			wait := start(t, t.Context(), p)
 			must(t, p.Enqueue(context.Background(), []int64{1, 2, 3, 4}, time.Now())) // 1 in flight, 3 waiting
 			synctest.Wait()
-			if err := p.Enqueue(context.Background(), []int64{5}, time.Time{}); !errors.Is(err, ErrFull) {
+			if err := p.Enqueue(context.Background(), []int64{5, 6}, time.Time{}); !errors.Is(err, ErrFull) {
 				t.Errorf("Enqueue = %v, want ErrFull", err)
 			}
 			close(block)
 			must(t, wait())
 		})
+	})
+	t.Run("max-waiting-concurrent", func(t *testing.T) {
+		// MaxWaiting is a hard cap although the dispatcher has not counted
+		// any of these yet (it is not running). (Before, every callback
+		// passed a check of the waiting IDs the dispatcher had published:
+		// concurrent 1 MiB bodies put 2.21 M IDs waiting against 1 M.)
+		p := New(logtest.Discard(), f, u, Options{MaxWaiting: 1000, QueueSize: 64})
+		var accepted atomic.Int64
+		var wg sync.WaitGroup
+		for i := range int64(20) {
+			wg.Go(func() {
+				ids := make([]int64, 100)
+				for j := range ids {
+					ids[j] = i*1000 + int64(j)
+				}
+				if p.Enqueue(context.Background(), ids, time.Now()) == nil {
+					accepted.Add(int64(len(ids)))
+				}
+			})
+		}
+		wg.Wait()
+		if got := accepted.Load(); got != 1000 {
+			t.Errorf("%d IDs accepted, want exactly MaxWaiting, 1000", got)
+		}
 	})
 	t.Run("backlog-beyond-ttl", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
@@ -480,6 +504,33 @@ func TestOldestUnwrittenCountsAnOutage(t *testing.T) {
 			t.Errorf("oldest unwritten = %v after the rows were written, want none", got)
 		}
 		must(t, wait())
+	})
+}
+
+// Through a database outage the writer drops the rows whose receipt is
+// older than the TTL (the sweeper would delete them at once), so its memory
+// is bounded by the IDs seen within a TTL, not by every ID seen. (Before, it
+// kept them all, for as long as the outage lasted.)
+func TestWriterDropsRowsOlderThanTTL(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := &database{down: true}
+		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(0)}, u, Options{TTL: 5 * time.Second})
+		wait := start(t, t.Context(), p)
+		for sec := range int64(20) { // 50 new online IDs a second
+			ids := make([]int64, 50)
+			for i := range ids {
+				ids[i] = 2 * (sec*50 + int64(i))
+			}
+			must(t, p.Enqueue(context.Background(), ids, time.Now()))
+			time.Sleep(time.Second)
+		}
+		db.set(false)
+		must(t, wait())
+		expired, written := p.Stats().Expired, int64(len(u.Rows()))
+		if expired+written != 1000 || expired < 1000-7*50 {
+			t.Errorf("%d rows expired and %d written of 1000, want all but the last TTL's expired", expired, written)
+		}
 	})
 }
 
