@@ -1,8 +1,12 @@
 package wal
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"syscall"
 )
 
 // FS is what the log needs of the file system. The operating system's is the
@@ -31,9 +35,44 @@ type osFS struct{}
 
 func (osFS) MkdirAll(dir string, perm fs.FileMode) error { return os.MkdirAll(dir, perm) }
 func (osFS) ReadDir(dir string) ([]fs.DirEntry, error)   { return os.ReadDir(dir) }
-func (osFS) ReadFile(name string) ([]byte, error)        { return os.ReadFile(name) }
-func (osFS) Truncate(name string, size int64) error      { return os.Truncate(name, size) }
 func (osFS) Remove(name string) error                    { return os.Remove(name) }
+
+// ReadFile and Truncate open a segment without following a symbolic link
+// and refuse anything but a regular file: a link named like a segment would
+// have its target read and cut, and a FIFO would block the start for good.
+// O_NONBLOCK lets the open of a FIFO return, to be refused.
+func (osFS) ReadFile(name string) ([]byte, error) {
+	f, err := openRegular(name, os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+func (osFS) Truncate(name string, size int64) error {
+	f, err := openRegular(name, os.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Truncate(size), f.Close())
+}
+
+func openRegular(name string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(name, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%v)", name, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
 
 func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	f, err := os.OpenFile(name, flag, perm)

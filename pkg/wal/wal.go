@@ -288,6 +288,10 @@ func (l *Log) scan() error {
 		if err != nil {
 			continue // not ours
 		}
+		if !e.Type().IsRegular() {
+			return fmt.Errorf("wal: %s is named like a segment but is not a regular file (%v); remove it, or use another -wal-dir",
+				filepath.Join(l.dir, e.Name()), e.Type())
+		}
 		l.segments = append(l.segments, &segment{index: index, path: filepath.Join(l.dir, e.Name()), replay: true})
 	}
 	slices.SortFunc(l.segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
