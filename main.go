@@ -164,7 +164,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// for -shutdown-delay, so a load balancer moves senders away first.
 	var draining atomic.Bool
 	mux := http.NewServeMux()
-	addRoutes(mux, log, pipe, journal, m, &draining)
+	addRoutes(mux, log, pipe, journal, m, &draining, cfg.AuthToken)
 	srv := &http.Server{
 		Handler: callback.Recover(log, mux),
 		// A slow or stuck client must not hold a connection: headers within
@@ -367,10 +367,15 @@ func version() string {
 	return v + " " + bi.GoVersion
 }
 
-// addRoutes is the whole HTTP surface. journal may be nil.
-func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, journal *wal.Log, m *metrics.Metrics, draining *atomic.Bool) {
+// addRoutes is the whole HTTP surface. journal may be nil; authToken, if
+// set, is the bearer token /callback requires.
+func addRoutes(mux *http.ServeMux, log *slog.Logger, pipe *ingest.Pipeline, journal *wal.Log, m *metrics.Metrics, draining *atomic.Bool, authToken string) {
 	// Not "POST /callback": other methods must get our JSON 405, not the mux's text.
-	mux.Handle("/callback", m.CountRequests(callback.NewHandler(log, pipe)))
+	var intake http.Handler = callback.NewHandler(log, pipe)
+	if authToken != "" {
+		intake = callback.RequireBearer(authToken, intake)
+	}
+	mux.Handle("/callback", m.CountRequests(intake))
 	// metrics: Prometheus's text format, for a scraper.
 	mux.Handle("GET /metrics", m.Handler())
 	// healthz: the process answers. It does no I/O.

@@ -253,3 +253,40 @@ func TestAtLeastTwoProcs(t *testing.T) {
 		t.Errorf("GOMAXPROCS = %d after atLeastTwoProcs from 3, want 3", got)
 	}
 }
+
+// With -auth-token, /callback answers 401 to a post without the token and
+// 202 with it, and the startup log does not show the token. The src
+// password is masked there too.
+func TestRunAuthToken(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := httptest.NewServer(&sim.Upstream{})
+	t.Cleanup(up.Close)
+	ctx, cancel := context.WithCancel(t.Context())
+	src := strings.Replace(up.URL, "http://", "http://cb:src-pass@", 1)
+	addr, logs, done := startRun(t, ctx, "-src", src, "-db", dbURL, "-auth-token", "tok-123")
+	if got := postWhenUp(t, addr, `{"object_ids":[2]}`, logs); got != http.StatusUnauthorized {
+		t.Errorf("POST without the token = %d, want 401", got)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/callback", strings.NewReader(`{"object_ids":[2]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer tok-123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("POST with the token = %d, want 202", resp.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run = %v", err)
+	}
+	for _, secret := range []string{"tok-123", "src-pass"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the logs show %q:\n%s", secret, logs)
+		}
+	}
+}

@@ -36,6 +36,7 @@ const DefaultDatabaseURL = "postgres://callback:callback@localhost:5432/callback
 type Config struct {
 	Addr        string        // listen address
 	AdminAddr   string        // listen address of the admin (pprof) listener; empty: none
+	AuthToken   string        // the bearer token /callback requires; empty: none
 	SourceURL   string        // base URL of the object service
 	DatabaseURL string        // PostgreSQL connection string
 	TTL         time.Duration // how long an object stays after the newest callback naming it
@@ -102,6 +103,9 @@ var settings = []setting{
 			}
 			return nil
 		}},
+	{flag: "auth-token", env: "CALLBACK_AUTH_TOKEN", def: "", unit: "secret", secret: true,
+		usage: "bearer token POST /callback requires (Authorization: Bearer …; 401 without it); empty: none, as the customer's program sends none. Prefer the environment: a flag shows in ps",
+		field: func(c *Config) any { return &c.AuthToken }},
 	{flag: "src", env: "OBJECT_SOURCE_URL", def: "http://localhost:9010", unit: "URL", secret: true,
 		usage: "base URL of the object service; user:password@ in it is sent as Basic auth (and masked in logs)",
 		field: func(c *Config) any { return &c.SourceURL },
@@ -305,7 +309,7 @@ func (v value) String() string {
 	case nil: // the flag package probes a zero Value
 		return ""
 	case *string:
-		if v.secret {
+		if v.secret && *p != "" {
 			return maskPassword(*p)
 		}
 		return *p
