@@ -23,10 +23,11 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 		retry     <-chan time.Time              // non-nil while waiting to retry a failed write
 		failures  int
 		// owedSince: when unwritten last went from empty to holding rows
-		// (Unix ns; 0 while empty). A newer sighting refreshes a row's
-		// receipt time but not this, so through a database outage it
-		// tells how long rows have been owed (OldestUnwritten).
-		owedSince int64
+		// (on the pipeline's clock; none while empty). A newer sighting
+		// refreshes a row's receipt time but not this, so through a
+		// database outage it tells how long rows have been owed
+		// (OldestUnwritten).
+		owedSince = none
 	)
 	defer tick.Stop()
 	defer second.Stop()
@@ -67,21 +68,26 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 				continue
 			}
 			if len(unwritten) == 0 {
-				owedSince = time.Now().UnixNano()
+				owedSince = p.now()
 			}
 			r, dup := unwritten[s.ID]
+			mono := s.mono
+			if dup {
+				mono = max(mono, r.mono)
+			}
 			switch {
 			case !dup:
-				unwritten[s.ID] = row{s.Received, s.mark}
+				unwritten[s.ID] = row{s.Received, mono, s.mark}
 			case s.Received.After(r.received) && s.mark == 0:
-				unwritten[s.ID] = row{s.Received, r.mark} // not durable: the debt stays
+				unwritten[s.ID] = row{s.Received, mono, r.mark} // not durable: the debt stays
 			case s.Received.After(r.received):
 				p.owe(r.mark, -1)
-				unwritten[s.ID] = row{s.Received, s.mark}
+				unwritten[s.ID] = row{s.Received, mono, s.mark}
 			case r.mark == 0:
-				unwritten[s.ID] = row{r.received, s.mark} // the newer row is not durable: keep this debt
+				unwritten[s.ID] = row{r.received, mono, s.mark} // the newer row is not durable: keep this debt
 			default:
 				p.owe(s.mark, -1) // the row already waiting is as new
+				unwritten[s.ID] = row{r.received, mono, r.mark}
 			}
 			if len(unwritten) >= p.opt.BatchSize && ready() {
 				flush()
@@ -93,9 +99,9 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 		case <-second.C:
 			p.expire(ctx, unwritten)
 			if len(unwritten) == 0 {
-				owedSince = 0 // flushed since
+				owedSince = none // flushed since
 			}
-			p.oldestRow.Store(earliest(oldest(unwritten), owedSince))
+			p.oldestRow.Store(min(oldest(unwritten), owedSince))
 		case <-retry:
 			retry = nil
 			flush()
@@ -119,10 +125,12 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 	}
 }
 
-// row is one unwritten row: the newest receipt time of its ID, and the mark
-// of the journal record that holds it, on which the row holds a debt.
+// row is one unwritten row: the newest receipt time of its ID, the newest
+// arrival (stamp.mono) among its sightings, and the mark of the journal
+// record that holds it, on which the row holds a debt.
 type row struct {
 	received time.Time
+	mono     int64
 	mark     uint64
 }
 
@@ -133,7 +141,7 @@ type row struct {
 func (p *Pipeline) expire(ctx context.Context, unwritten map[int64]row) {
 	n := 0
 	for id, r := range unwritten {
-		if time.Since(r.received) > p.opt.TTL {
+		if p.age(r.mono) > p.opt.TTL {
 			p.owe(r.mark, -1)
 			delete(unwritten, id)
 			n++
@@ -145,13 +153,13 @@ func (p *Pipeline) expire(ctx context.Context, unwritten map[int64]row) {
 	}
 }
 
-// oldest returns the oldest receipt time (Unix ns) in unwritten, or 0.
+// oldest returns the oldest arrival in unwritten, or none.
 func oldest(unwritten map[int64]row) int64 {
-	var min int64
+	oldest := none
 	for _, r := range unwritten {
-		min = earliest(min, r.received.UnixNano())
+		oldest = min(oldest, r.mono)
 	}
-	return min
+	return oldest
 }
 
 // flush writes unwritten in statements of at most BatchSize rows, removes

@@ -1,24 +1,22 @@
 package ingest
 
-import "time"
-
-// job is one lookup: an ID, the newest receipt time that named it, and the
+// job is one lookup: an ID, the newest receipt that named it, and the
 // journal mark of the callback that carried that receipt.
 type job struct {
-	id       int64
-	received time.Time
-	mark     uint64
+	id   int64
+	at   stamp
+	mark uint64
 }
 
 // outcome is what a worker reports back for a job. requeue asks for the job
-// to be tried again (its worker panicked), with received as its receipt time.
+// to be tried again (its worker panicked), with at as its receipt.
 // handed says the object was online and its sighting, with the job's debt,
 // went to the writer.
 type outcome struct {
-	id       int64
-	requeue  bool
-	handed   bool
-	received time.Time
+	id      int64
+	requeue bool
+	handed  bool
+	at      stamp
 }
 
 // coalescer is the dispatcher's bookkeeping: one entry per distinct ID that
@@ -26,7 +24,7 @@ type outcome struct {
 // by the number of distinct IDs, however many callbacks repeat them. At
 // saturation it sees millions of IDs a second on one goroutine, so add costs
 // one map lookup (and a journal call only when a debt moves) and times are
-// kept as Unix nanoseconds.
+// kept as stamps of nanoseconds.
 //
 // It also keeps the journal's books (see Journal): each entry holds one debt
 // on the record of its newest durable receipt, and a flying entry one more
@@ -52,14 +50,15 @@ type coalescer struct {
 
 // entry is one ID's state. While it waits, received is its newest receipt
 // and mark the journal record its debt is on. While it flies, received is
-// the newest receipt that arrived since the lookup started, or 0 if none
-// did: a non-zero value earns exactly one follow-up lookup when the flight
+// the newest receipt that arrived since the lookup started, or zero if none
+// did: a non-zero one earns exactly one follow-up lookup when the flight
 // ends, because the object may have changed since the in-flight lookup
 // began; mark is then the job's record and follow the follow-up's. Mark 0 is
-// none (the journal is off or failed).
+// none (the journal is off or failed). Which receipt is newer is the wall
+// clock's call (it is what the row keeps); see newer.
 type entry struct {
-	received int64 // Unix nanoseconds
-	started  int64 // while flying: the in-flight job's receipt time
+	received stamp
+	started  stamp // while flying: the in-flight job's receipt
 	mark     uint64
 	follow   uint64
 	flying   bool
@@ -81,39 +80,42 @@ func newCoalescer(owe func(mark uint64, n int)) *coalescer {
 // record, which take pays once every ID that needs the record holds its
 // own.
 func (c *coalescer) take(r receipt, replay bool) {
-	at, took := r.received.UnixNano(), 0
+	took := 0
 	for _, id := range r.ids {
-		if c.add(id, at, r.mark, replay) {
+		if c.add(id, r.at, r.mark, replay) {
 			took++
 		}
 	}
 	c.owe(r.mark, took-1)
 }
 
-// add records that id was named by a callback received at received, whose
+// add records that id was named by a callback received at at, whose
 // journal record is mark, and reports whether the entry took a debt on mark
 // (which the caller accounts for). A debt it gives up on another record is
 // paid here.
-func (c *coalescer) add(id, received int64, mark uint64, replay bool) (took bool) {
+func (c *coalescer) add(id int64, at stamp, mark uint64, replay bool) (took bool) {
 	e, ok := c.ids[id]
 	switch {
 	case !ok:
-		c.wait(id, entry{received: received, mark: mark, replay: replay})
+		c.wait(id, entry{received: at, mark: mark, replay: replay})
 		return true
 	case e.flying:
-		if replay && received <= e.started {
+		if replay && at.wall <= e.started.wall {
 			return false // the lookup in flight began after this callback: it covers it
 		}
 		e.replay = e.replay && replay
-		if received <= e.received {
+		if at.wall <= e.received.wall {
+			e.received.mono = max(e.received.mono, at.mono)
 			e.follow, took = c.keepDurable(e.follow, mark)
 			c.ids[id] = e
 			return took
 		}
-		if e.received == 0 {
+		if e.received.wall == 0 {
 			c.nFollow++
+			e.received = at
+		} else {
+			e.received = newer(e.received, at)
 		}
-		e.received = received
 		e.follow, took = c.moveDebt(e.follow, mark)
 	default:
 		if !replay && e.replay { // named live: it is wanted now
@@ -122,12 +124,13 @@ func (c *coalescer) add(id, received int64, mark uint64, replay bool) (took bool
 			c.dropStale()
 			c.live = append(c.live, id)
 		}
-		if received <= e.received {
+		if at.wall <= e.received.wall {
+			e.received.mono = max(e.received.mono, at.mono)
 			e.mark, took = c.keepDurable(e.mark, mark)
 			c.ids[id] = e
 			return took
 		}
-		e.received = received
+		e.received = newer(e.received, at)
 		e.mark, took = c.moveDebt(e.mark, mark)
 	}
 	c.ids[id] = e
@@ -181,7 +184,7 @@ func (c *coalescer) next() (job, bool) {
 		return job{}, false
 	}
 	e := c.ids[id]
-	return job{id: id, received: time.Unix(0, e.received), mark: e.mark}, true
+	return job{id: id, at: e.received, mark: e.mark}, true
 }
 
 // start moves the job that next returned from waiting to flying. The
@@ -231,23 +234,28 @@ func (c *coalescer) dropStale() {
 func (c *coalescer) finish(o outcome) {
 	e := c.ids[o.id]
 	delete(c.ids, o.id)
-	if e.received != 0 {
+	following := e.received.wall != 0
+	if following {
 		c.nFollow--
 	}
 	switch {
-	case o.requeue && e.received > o.received.UnixNano():
+	case o.requeue && following && e.received.wall > o.at.wall:
 		// The follow-up is newer and covers the retry; the debt moves to it
 		// if it is durable.
 		mark, _ := c.moveDebt(e.mark, e.follow)
-		c.wait(o.id, entry{received: e.received, mark: mark, replay: e.replay})
+		c.wait(o.id, entry{received: newer(e.received, o.at), mark: mark, replay: e.replay})
 	case o.requeue:
 		c.owe(e.follow, -1)
-		c.wait(o.id, entry{received: o.received.UnixNano(), mark: e.mark, replay: e.replay})
+		at := o.at
+		if following {
+			at = newer(at, e.received)
+		}
+		c.wait(o.id, entry{received: at, mark: e.mark, replay: e.replay})
 	default:
 		if !o.handed {
 			c.owe(e.mark, -1)
 		}
-		if e.received != 0 {
+		if following {
 			c.wait(o.id, entry{received: e.received, mark: e.follow, replay: e.replay})
 		}
 	}
@@ -257,7 +265,7 @@ func (c *coalescer) finish(o outcome) {
 // nothing is queued and no debt is paid, so the journal keeps the callbacks
 // for the next start, whatever the lookup found.
 func (c *coalescer) forget(id int64) {
-	if c.ids[id].received != 0 {
+	if c.ids[id].received.wall != 0 {
 		c.nFollow--
 	}
 	delete(c.ids, id)
@@ -278,26 +286,17 @@ func (c *coalescer) idle() bool { return len(c.ids) == 0 }
 // owed counts the lookups not yet started: waiting IDs and follow-ups.
 func (c *coalescer) owed() int { return c.nWaiting + c.nFollow }
 
-// oldest returns the oldest receipt time (Unix ns) any entry stands for, or
-// 0: a waiting entry's, or a flying entry's job's. It walks every entry, so
-// the dispatcher calls it once a second, not per callback.
+// oldest returns the arrival (stamp.mono) of the oldest receipt any entry
+// stands for, a waiting entry's or a flying entry's job's, or none. It walks
+// every entry, so the dispatcher calls it once a second, not per callback.
 func (c *coalescer) oldest() int64 {
-	var min int64
+	oldest := none
 	for _, e := range c.ids {
-		t := e.received
+		t := e.received.mono
 		if e.flying {
-			t = e.started
+			t = e.started.mono
 		}
-		min = earliest(min, t)
+		oldest = min(oldest, t)
 	}
-	return min
-}
-
-// earliest returns the earlier of two receipt times in Unix ns, where 0
-// means none.
-func earliest(a, b int64) int64 {
-	if a == 0 || (b != 0 && b < a) {
-		return b
-	}
-	return a
+	return oldest
 }

@@ -12,15 +12,15 @@ func TestCoalescer(t *testing.T) {
 
 	c := newCoalescer(nil)
 	for _, id := range []int64{5, 5, 7, 5} { // one body with duplicates
-		c.add(id, t0.UnixNano(), 0, false)
+		c.add(id, at(t0), 0, false)
 	}
 	if got, want := c.waiting(), 2; got != want {
 		t.Fatalf("waiting = %d, want %d", got, want)
 	}
-	c.add(5, t2.UnixNano(), 0, false) // a newer callback keeps the newest time...
-	c.add(5, t1.UnixNano(), 0, false) // ...even when an older one is merged after it
+	c.add(5, at(t2), 0, false) // a newer callback keeps the newest time...
+	c.add(5, at(t1), 0, false) // ...even when an older one is merged after it
 	j, ok := c.next()
-	if !ok || j.id != 5 || !j.received.Equal(t2) {
+	if !ok || j.id != 5 || j.at != at(t2) {
 		t.Fatalf("next = %+v, %v; want id 5 received %v", j, ok, t2)
 	}
 	c.start()
@@ -29,9 +29,9 @@ func TestCoalescer(t *testing.T) {
 	}
 
 	// Arrivals during the flight collapse into one follow-up with the newest time.
-	c.add(5, t1.UnixNano(), 0, false)
-	c.add(5, t2.UnixNano(), 0, false)
-	c.add(5, t0.UnixNano(), 0, false)
+	c.add(5, at(t1), 0, false)
+	c.add(5, at(t2), 0, false)
+	c.add(5, at(t0), 0, false)
 	if got, want := c.waiting(), 1; got != want { // only 7
 		t.Fatalf("waiting = %d, want %d", got, want)
 	}
@@ -59,9 +59,9 @@ func TestCoalescer(t *testing.T) {
 	}
 
 	// A requeued outcome (a panicking worker) comes back with its own time.
-	c.add(9, t0.UnixNano(), 0, false)
+	c.add(9, at(t0), 0, false)
 	c.start()
-	c.finish(outcome{id: 9, requeue: true, received: t0})
+	c.finish(outcome{id: 9, requeue: true, at: at(t0)})
 	if got, _ := waitingAt(c, 9); !got.Equal(t0) {
 		t.Fatalf("requeued received = %v, want %v", got, t0)
 	}
@@ -73,17 +73,17 @@ func TestCoalescer(t *testing.T) {
 func TestCoalescerKeepsADurableDebt(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	c := newCoalescer(nil)
-	c.add(1, t0.Add(time.Second).UnixNano(), 0, false) // newest, in memory only
-	if !c.add(1, t0.UnixNano(), 7, false) || c.ids[1].mark != 7 {
+	c.add(1, at(t0.Add(time.Second)), 0, false) // newest, in memory only
+	if !c.add(1, at(t0), 7, false) || c.ids[1].mark != 7 {
 		t.Fatalf("older durable receipt of a waiting entry: mark %d, want it to take mark 7", c.ids[1].mark)
 	}
-	if c.add(1, t0.UnixNano(), 8, false) || c.ids[1].mark != 7 {
+	if c.add(1, at(t0), 8, false) || c.ids[1].mark != 7 {
 		t.Fatalf("a second older receipt took the debt: mark %d, want 7 kept", c.ids[1].mark)
 	}
 	c.next()
 	c.start()
-	c.add(1, t0.Add(3*time.Second).UnixNano(), 0, false) // follow-up in memory only
-	if !c.add(1, t0.Add(2*time.Second).UnixNano(), 9, false) || c.ids[1].follow != 9 {
+	c.add(1, at(t0.Add(3*time.Second)), 0, false) // follow-up in memory only
+	if !c.add(1, at(t0.Add(2*time.Second)), 9, false) || c.ids[1].follow != 9 {
 		t.Fatalf("older durable receipt of a follow-up: follow %d, want 9", c.ids[1].follow)
 	}
 }
@@ -94,7 +94,7 @@ func waitingAt(c *coalescer, id int64) (time.Time, bool) {
 	if !ok || e.flying {
 		return time.Time{}, false
 	}
-	return time.Unix(0, e.received), true
+	return time.Unix(0, e.received.wall), true
 }
 
 func TestBackoff(t *testing.T) {
@@ -142,7 +142,7 @@ func BenchmarkCoalescer(b *testing.B) {
 			n := 0
 			for b.Loop() {
 				for _, id := range bodies[n%len(bodies)] {
-					c.add(id, now.UnixNano(), 0, false)
+					c.add(id, at(now), 0, false)
 				}
 				n++
 				for {
@@ -159,12 +159,21 @@ func BenchmarkCoalescer(b *testing.B) {
 	}
 }
 
-func TestEarliest(t *testing.T) {
-	for _, tt := range []struct{ a, b, want int64 }{
-		{0, 0, 0}, {0, 5, 5}, {5, 0, 5}, {3, 5, 3}, {5, 3, 3},
+// After a step of the wall clock the newer wall time and the later arrival
+// may belong to different receipts: the entry keeps both.
+func TestNewer(t *testing.T) {
+	for _, tt := range []struct{ a, b, want stamp }{
+		{stamp{1, 1}, stamp{2, 2}, stamp{2, 2}},
+		{stamp{2, 2}, stamp{1, 1}, stamp{2, 2}},
+		{stamp{5, 1}, stamp{3, 2}, stamp{5, 2}}, // the clock stepped back between them
+		{stamp{1, -4}, stamp{1, -9}, stamp{1, -4}},
 	} {
-		if got := earliest(tt.a, tt.b); got != tt.want {
-			t.Errorf("earliest(%d, %d) = %d, want %d", tt.a, tt.b, got, tt.want)
+		if got := newer(tt.a, tt.b); got != tt.want {
+			t.Errorf("newer(%v, %v) = %v, want %v", tt.a, tt.b, got, tt.want)
 		}
 	}
 }
+
+// at is the stamp of a receipt at t, arriving at t on the monotonic clock
+// too (the coalescer only compares stamps).
+func at(t time.Time) stamp { return stamp{t.UnixNano(), t.UnixNano()} }

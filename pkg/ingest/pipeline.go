@@ -197,14 +197,16 @@ func (o *Options) setDefaults() {
 // receipt is one accepted callback on its way to the dispatcher, with its
 // journal record's mark, on which it holds a debt (0: none).
 type receipt struct {
-	ids      []int64
-	received time.Time
-	mark     uint64
+	ids  []int64
+	at   stamp
+	mark uint64
 }
 
-// sighting is a Sighting on its way to the writer, with its debt.
+// sighting is a Sighting on its way to the writer, with its arrival
+// (stamp.mono) and its debt.
 type sighting struct {
 	Sighting
+	mono int64
 	mark uint64
 }
 
@@ -232,10 +234,11 @@ type Pipeline struct {
 	nLive   atomic.Int64 // of those, named by live callbacks (not only by a replay)
 	backlog atomic.Int64 // limiter.backlog(TTL), published every second; 0: no bound
 
-	// The oldest receipt (Unix ns, 0: none) among the coalescer's entries,
-	// published by the dispatcher, and among the writer's unwritten rows,
-	// published by the writer: OldestUnwritten.
+	// The oldest arrival (stamp.mono, or none) among the coalescer's
+	// entries, published by the dispatcher, and among the writer's
+	// unwritten rows, published by the writer: OldestUnwritten.
 	oldestQueued, oldestRow atomic.Int64
+	epoch                   time.Time   // the start of the pipeline's monotonic clock (now)
 	behind                  atomic.Bool // the writer holds rows a failed write could not store
 	stats                   counters
 }
@@ -246,7 +249,7 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 		panic("ingest: nil dependency")
 	}
 	opt.setDefaults()
-	return &Pipeline{
+	p := &Pipeline{
 		log:      log.With("component", "ingest"),
 		src:      src,
 		up:       u,
@@ -256,7 +259,11 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 		closing:  make(chan struct{}),
 		finished: make(chan struct{}),
 		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.TTL, opt.NowFunc),
+		epoch:    time.Now(),
 	}
+	p.oldestQueued.Store(none)
+	p.oldestRow.Store(none)
+	return p
 }
 
 // Enqueue hands the IDs of a callback received at received to the pipeline.
@@ -285,7 +292,7 @@ func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time)
 			p.nQueued.Add(-int64(len(ids))) // not queued after all
 		}
 	}()
-	r := receipt{ids: ids, received: received}
+	r := receipt{ids: ids, at: p.arriving(received)}
 	if p.opt.Journal != nil && len(ids) > 0 {
 		mark, err := p.opt.Journal.Append(ctx, ids, received)
 		var full interface{ Full() bool }
@@ -386,7 +393,7 @@ func (p *Pipeline) Restore(ctx context.Context, ids []int64, received time.Time,
 	default:
 	}
 	select {
-	case p.restores <- receipt{ids: ids, received: received, mark: mark}:
+	case p.restores <- receipt{ids: ids, at: p.replayed(received), mark: mark}:
 		p.stats.restored.Add(int64(len(ids)))
 		return nil
 	case <-p.closing:
@@ -431,11 +438,12 @@ func (p *Pipeline) Waiting() int { return int(p.nWaiting.Load()) }
 // would stay young while rows go unwritten. It is refreshed every second or
 // so.
 func (p *Pipeline) OldestUnwritten() time.Time {
-	oldest := earliest(p.oldestQueued.Load(), p.oldestRow.Load())
-	if oldest == 0 {
+	oldest := min(p.oldestQueued.Load(), p.oldestRow.Load())
+	if oldest == none {
 		return time.Time{}
 	}
-	return time.Unix(0, oldest)
+	// On the monotonic clock: what callers measure from it is too.
+	return p.epoch.Add(time.Duration(oldest))
 }
 
 // WritesBehind reports whether the writer holds rows that a failed write

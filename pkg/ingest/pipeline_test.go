@@ -583,24 +583,70 @@ func TestWritesBehind(t *testing.T) {
 
 func TestPipelineSkipsExpiredReceipts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeSource{OnlineFunc: evenOnline(0)}
+		// One lookup at a time, and the first takes 31 s: ID 2 waits in the
+		// queue for longer than the TTL, and its row would be swept at
+		// once, so it is not looked up; ID 4, queued 2 s later, is.
+		f := &fakeSource{OnlineFunc: func(ctx context.Context, id int64) (bool, error) {
+			if id == 0 {
+				time.Sleep(31 * time.Second)
+			}
+			return id%2 == 0, nil
+		}}
 		u := &fakeUpserter{}
-		p := New(logtest.Discard(), f, u, Options{TTL: 30 * time.Second})
+		p := New(logtest.Discard(), f, u, Options{TTL: 30 * time.Second, Workers: 1, MinLookups: 1})
 		wait := start(t, t.Context(), p)
-		// Waited in an overloaded queue for longer than the TTL: its row would
-		// be swept at once, so it is not looked up.
-		must(t, p.Enqueue(context.Background(), []int64{2}, time.Now().Add(-31*time.Second)))
-		must(t, p.Enqueue(context.Background(), []int64{4}, time.Now().Add(-29*time.Second)))
+		must(t, p.Enqueue(context.Background(), []int64{0, 2}, time.Now()))
+		time.Sleep(2 * time.Second)
+		must(t, p.Enqueue(context.Background(), []int64{4}, time.Now()))
 		must(t, wait())
 		if got := f.Calls(2); got != 0 {
 			t.Errorf("expired id fetched %d times, want 0", got)
 		}
-		if got, want := slices.Sorted(maps.Keys(u.Rows())), []int64{4}; !slices.Equal(got, want) {
+		if got, want := slices.Sorted(maps.Keys(u.Rows())), []int64{0, 4}; !slices.Equal(got, want) {
 			t.Errorf("rows = %v, want %v", got, want)
 		}
 		if got := p.Stats().GaveUp; got != 1 {
 			t.Errorf("gave up = %d, want 1", got)
 		}
+	})
+}
+
+// A wall clock that steps (NTP after a drift, a VM resumed) changes the
+// receipt times the handler stamps, which the rows keep as last_seen, but no
+// decision: ages are measured on the monotonic clock from when a callback
+// reached the pipeline. Callbacks stamped an hour early and an hour late,
+// with lookups of 2 s and the database down for 4 s against a TTL of 5 s,
+// are all looked up, written with their stamps, and keep their journal
+// debts until then. (Before, the one stamped an hour early was given up as
+// older than the TTL, the moment it was dispatched.)
+func TestWallClockStepsDecideNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := &database{down: true}
+		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
+		j := &fakeJournal{}
+		f := &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}
+		p := New(logtest.Discard(), f, u, Options{TTL: 5 * time.Second, Journal: j})
+		wait := start(t, t.Context(), p)
+		back, ahead := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+		must(t, p.Enqueue(context.Background(), []int64{2}, back))
+		must(t, p.Enqueue(context.Background(), []int64{4}, ahead))
+		time.Sleep(3 * time.Second) // looked up, the rows held: the database is down
+		if got := len(j.Owed()); got != 2 {
+			t.Errorf("debts on %d records while their rows are unwritten, want 2", got)
+		}
+		db.set(false)
+		time.Sleep(2 * time.Second)
+		rows := u.Rows()
+		if !rows[2].Equal(back) || !rows[4].Equal(ahead) {
+			t.Errorf("rows = %v, want 2 at %v and 4 at %v", rows, back, ahead)
+		}
+		if s := p.Stats(); s.GaveUp != 0 || s.Expired != 0 {
+			t.Errorf("gave up %d, expired %d, want none", s.GaveUp, s.Expired)
+		}
+		if got := j.Owed(); len(got) != 0 {
+			t.Errorf("debts after the writes = %v, want none", got)
+		}
+		must(t, wait())
 	})
 }
 

@@ -26,10 +26,10 @@ func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- sighting
 		switch {
 		case ctx.Err() != nil:
 			p.stats.abandoned.Add(1)
-		case p.expired(j.received, 0):
+		case p.expired(j.at, 0):
 			p.stats.gaveUp.Add(1)
 		default:
-			o.requeue, o.received = true, j.received
+			o.requeue, o.at = true, j.at
 		}
 	}()
 
@@ -42,9 +42,9 @@ func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- sighting
 	// Under overload an ID can wait in the queue longer than the TTL; its row
 	// would be swept as soon as it was written, so skip the lookup. A newer
 	// callback naming it refreshes its receipt time and it is looked up then.
-	if p.expired(j.received, 0) {
+	if p.expired(j.at, 0) {
 		p.stats.gaveUp.Add(1)
-		p.log.DebugContext(ctx, "lookup skipped: receipt older than ttl", "object_id", j.id, "received", j.received)
+		p.log.DebugContext(ctx, "lookup skipped: receipt older than ttl", "object_id", j.id, "received", time.Unix(0, j.at.wall))
 		return o
 	}
 	online, ok := p.lookup(ctx, j, pm)
@@ -57,7 +57,7 @@ func (p *Pipeline) process(ctx context.Context, j job, sightings chan<- sighting
 		// The writer reads sightings until they are closed, which happens
 		// only after every worker has returned, so this send cannot block
 		// forever. The job's debt goes with it.
-		sightings <- sighting{Sighting{ID: j.id, Received: j.received}, j.mark}
+		sightings <- sighting{Sighting{ID: j.id, Received: time.Unix(0, j.at.wall)}, j.at.mono, j.mark}
 		o.handed = true
 	}
 	return o
@@ -96,10 +96,10 @@ func (p *Pipeline) lookup(ctx context.Context, j job, pm *permit) (online, ok bo
 			return false, false
 		}
 		wait := p.backoff(attempt, err)
-		if p.expired(j.received, wait) {
+		if p.expired(j.at, wait) {
 			p.stats.gaveUp.Add(1)
 			p.log.WarnContext(ctx, "lookup given up: receipt older than ttl",
-				"object_id", j.id, "attempt", attempt, "received", j.received, "err", err)
+				"object_id", j.id, "attempt", attempt, "received", time.Unix(0, j.at.wall), "err", err)
 			return false, false
 		}
 		p.stats.retries.Add(1)
@@ -111,11 +111,11 @@ func (p *Pipeline) lookup(ctx context.Context, j job, pm *permit) (online, ok bo
 	}
 }
 
-// expired reports whether a callback received at received will be older
-// than the TTL after waiting wait: its row would be deleted by then, so
+// expired reports whether a receipt will be older than the TTL after
+// waiting wait, on the monotonic clock: its row would be deleted by then, so
 // looking it up again is pointless (a newer callback brings its own lookup).
-func (p *Pipeline) expired(received time.Time, wait time.Duration) bool {
-	return time.Since(received)+wait > p.opt.TTL
+func (p *Pipeline) expired(at stamp, wait time.Duration) bool {
+	return p.age(at.mono)+wait > p.opt.TTL
 }
 
 // permanent reports whether a failed lookup is the upstream's final word
