@@ -40,6 +40,14 @@ type conn struct {
 	req       []byte        // the last request written, kept for its capacity
 	counter   *countingReader
 	idleSince time.Time
+
+	// For readable: the socket beneath nc (nil if it has none), and the peek
+	// that runs on it with where its result goes, made once per connection
+	// so that checking an idle connection allocates nothing.
+	raw     syscall.RawConn
+	peek    func(fd uintptr) bool
+	peekErr error
+	peekBuf [1]byte
 }
 
 // countingReader counts the bytes of the current answer, so a failure can
@@ -276,7 +284,9 @@ func (p *pool) dial(ctx context.Context, deadline time.Time) (*conn, error) {
 	// An answer is ~100 bytes with its headers: a small buffer keeps the
 	// memory of thousands of connections small.
 	cr := &countingReader{r: nc}
-	return &conn{nc: nc, br: bufio.NewReaderSize(cr, 512), counter: cr}, nil
+	cn := &conn{nc: nc, br: bufio.NewReaderSize(cr, 512), counter: cr}
+	cn.watch(nc)
+	return cn, nil
 }
 
 // take returns an idle connection, or nil if there is none young enough
@@ -293,7 +303,7 @@ func (p *pool) take() *conn {
 		p.mu.Unlock()
 		// Too old, the server may close it under us; readable while idle,
 		// the server closed it or sent an answer no request asked for.
-		if time.Since(cn.idleSince) < idleTimeout && !readable(cn.nc) {
+		if time.Since(cn.idleSince) < idleTimeout && !cn.readable() {
 			return cn
 		}
 		_ = cn.nc.Close()
@@ -305,32 +315,35 @@ func (p *pool) take() *conn {
 // and without consuming anything: a peek at the socket, one system call.
 // For TLS it peeks at the TCP connection beneath, where any byte while idle
 // is as unasked-for.
-func readable(nc net.Conn) bool {
+func (cn *conn) readable() bool {
+	if cn.raw == nil {
+		return false
+	}
+	if err := cn.raw.Read(cn.peek); err != nil {
+		return true
+	}
+	// A byte, the server's EOF (no error, nothing read), or an error.
+	return !errors.Is(cn.peekErr, syscall.EAGAIN)
+}
+
+// watch prepares cn.readable for the socket beneath nc.
+func (cn *conn) watch(nc net.Conn) {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return false
+		return
 	}
-	rc, err := sc.SyscallConn()
+	raw, err := sc.SyscallConn()
 	if err != nil {
-		return true
+		return
 	}
-	var (
-		buf  [1]byte
-		rerr error
-	)
-	if err := rc.Read(func(fd uintptr) bool {
-		_, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	cn.raw = raw
+	cn.peek = func(fd uintptr) bool {
+		_, _, cn.peekErr = syscall.Recvfrom(int(fd), cn.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		return true // never wait for readiness
-	}); err != nil {
-		return true
 	}
-	if errors.Is(rerr, syscall.EAGAIN) {
-		return false
-	}
-	return true // a byte, the server's EOF (n == 0), or an error
 }
 
 // put returns cn to the pool, or closes it if the pool is full. It also
