@@ -1,8 +1,6 @@
 package objects_test
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,73 +8,31 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"callback/objectsource/sim"
 	"callback/pkg/logtest"
 	"callback/pkg/objects"
 )
 
-// rawUpstream is an upstream that answers each request by writing whatever
-// the test's function writes for it: an answer no request asked for,
-// interim answers, a header that never ends. Returning false closes the
-// connection. It reads requests with net/http's own parser and counts
-// connections.
-type rawUpstream struct {
-	Addr    string
-	respond func(w io.Writer, id string) bool
-
-	mu    sync.Mutex
-	conns int
-}
-
-func startRaw(t *testing.T, respond func(w io.Writer, id string) bool) *rawUpstream {
+// startRaw serves respond on a listener of its own until the test ends.
+func startRaw(t *testing.T, respond func(w io.Writer, id int64) bool) (addr string, u *sim.RawUpstream) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &rawUpstream{Addr: ln.Addr().String(), respond: respond}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u.mu.Lock()
-			u.conns++
-			u.mu.Unlock()
-			wg.Go(func() { u.serve(t, c) })
-		}
-	})
-	return u
-}
-
-func (u *rawUpstream) serve(t *testing.T, c net.Conn) {
-	defer c.Close()
-	stop := context.AfterFunc(t.Context(), func() { c.Close() })
-	defer stop()
-	br := bufio.NewReader(c)
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil || !u.respond(c, strings.TrimPrefix(req.URL.Path, "/objects/")) {
-			return
-		}
-	}
-}
-
-func (u *rawUpstream) connections() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.conns
+	u = &sim.RawUpstream{Respond: respond}
+	done := make(chan struct{})
+	go func() { u.Serve(t.Context(), ln); close(done) }()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String(), u
 }
 
 // ok is a well-formed answer about id.
-func ok(id string, online bool) string {
-	body := fmt.Sprintf(`{"id":%s,"online":%v}`, id, online)
+func ok(id int64, online bool) string {
+	body := fmt.Sprintf(`{"id":%d,"online":%v}`, id, online)
 	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }
 
@@ -92,23 +48,23 @@ func TestUnsolicitedAnswerIsNotTheNextOnesAnswer(t *testing.T) {
 		delay time.Duration // before the unsolicited answer; 0: in the same write
 	}{{"with-the-answer", 0}, {"while-idle", 20 * time.Millisecond}} {
 		t.Run(tt.name, func(t *testing.T) {
-			u := startRaw(t, func(w io.Writer, id string) bool {
-				if id != "10" {
+			addr, u := startRaw(t, func(w io.Writer, id int64) bool {
+				if id != 10 {
 					_, err := io.WriteString(w, ok(id, false))
 					return err == nil
 				}
 				if tt.delay == 0 {
-					_, err := io.WriteString(w, ok("10", false)+ok("11", true))
+					_, err := io.WriteString(w, ok(10, false)+ok(11, true))
 					return err == nil
 				}
-				if _, err := io.WriteString(w, ok("10", false)); err != nil {
+				if _, err := io.WriteString(w, ok(10, false)); err != nil {
 					return false
 				}
 				time.Sleep(tt.delay)
-				_, err := io.WriteString(w, ok("11", true))
+				_, err := io.WriteString(w, ok(11, true))
 				return err == nil
 			})
-			c := objects.New("http://"+u.Addr, 1, 5*time.Second, nil)
+			c := objects.New("http://"+addr, 1, 5*time.Second, nil)
 			if online, err := c.Online(t.Context(), 10); err != nil || online {
 				t.Fatalf("object 10: online %v, err %v; want offline", online, err)
 			}
@@ -116,7 +72,7 @@ func TestUnsolicitedAnswerIsNotTheNextOnesAnswer(t *testing.T) {
 			if online, err := c.Online(t.Context(), 11); err != nil || online {
 				t.Errorf("object 11: online %v, err %v; want offline, as the upstream answers when asked", online, err)
 			}
-			if n := u.connections(); n != 2 {
+			if n := u.Connections(); n != 2 {
 				t.Errorf("%d connections, want 2: the one with the unsolicited answer closed", n)
 			}
 		})
@@ -129,19 +85,19 @@ func TestUnsolicitedAnswerIsNotTheNextOnesAnswer(t *testing.T) {
 // answer, a permanent refusal: an online object was never written, and the
 // real 200 was read as the next request's answer.)
 func TestInterimAnswersAreSkipped(t *testing.T) {
-	u := startRaw(t, func(w io.Writer, id string) bool {
+	addr, u := startRaw(t, func(w io.Writer, id int64) bool {
 		_, err := io.WriteString(w, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"+
-			"HTTP/1.1 100 Continue\r\n\r\n"+ok(id, id == "1"))
+			"HTTP/1.1 100 Continue\r\n\r\n"+ok(id, id == 1))
 		return err == nil
 	})
-	c := objects.New("http://"+u.Addr, 1, 5*time.Second, nil)
+	c := objects.New("http://"+addr, 1, 5*time.Second, nil)
 	for _, id := range []int64{1, 2, 1} {
 		online, err := c.Online(t.Context(), id)
 		if err != nil || online != (id == 1) {
 			t.Errorf("object %d: online %v, err %v; want online %v", id, online, err, id == 1)
 		}
 	}
-	if n := u.connections(); n != 1 {
+	if n := u.Connections(); n != 1 {
 		t.Errorf("%d connections, want 1: the connection stays in step", n)
 	}
 }
@@ -149,7 +105,7 @@ func TestInterimAnswersAreSkipped(t *testing.T) {
 // An upstream that sends more interim answers than net/http allows gets
 // an error, not an endless read.
 func TestEndlessInterimAnswersFail(t *testing.T) {
-	u := startRaw(t, func(w io.Writer, id string) bool {
+	addr, _ := startRaw(t, func(w io.Writer, id int64) bool {
 		for range 10 {
 			if _, err := io.WriteString(w, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
 				return false
@@ -158,7 +114,7 @@ func TestEndlessInterimAnswersFail(t *testing.T) {
 		_, err := io.WriteString(w, ok(id, true))
 		return err == nil
 	})
-	c := objects.New("http://"+u.Addr, 1, 5*time.Second, nil)
+	c := objects.New("http://"+addr, 1, 5*time.Second, nil)
 	if _, err := c.Online(t.Context(), 1); err == nil || !strings.Contains(err.Error(), "interim") {
 		t.Errorf("err = %v, want one about interim answers", err)
 	}
@@ -175,7 +131,7 @@ func TestEndlessHeaderFailsFast(t *testing.T) {
 		"status":     "HTTP/1.1 200 ",
 	} {
 		t.Run(name, func(t *testing.T) {
-			u := startRaw(t, func(w io.Writer, id string) bool {
+			addr, _ := startRaw(t, func(w io.Writer, id int64) bool {
 				if _, err := io.WriteString(w, start); err != nil {
 					return false
 				}
@@ -189,7 +145,7 @@ func TestEndlessHeaderFailsFast(t *testing.T) {
 					}
 				}
 			})
-			c := objects.New("http://"+u.Addr, 1, 10*time.Second, nil)
+			c := objects.New("http://"+addr, 1, 10*time.Second, nil)
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			start := time.Now()
@@ -214,12 +170,12 @@ func TestEndlessHeaderFailsFast(t *testing.T) {
 // the operator can point -src there. (Before, a 3xx was permanent: an
 // upstream moved behind an http→https redirect lost every ID, silently.)
 func TestRedirectIsRetriedAndLogged(t *testing.T) {
-	u := startRaw(t, func(w io.Writer, id string) bool {
-		_, err := fmt.Fprintf(w, "HTTP/1.1 301 Moved Permanently\r\nLocation: https://new.example/objects/%s\r\nContent-Length: 0\r\n\r\n", id)
+	addr, _ := startRaw(t, func(w io.Writer, id int64) bool {
+		_, err := fmt.Fprintf(w, "HTTP/1.1 301 Moved Permanently\r\nLocation: https://new.example/objects/%d\r\nContent-Length: 0\r\n\r\n", id)
 		return err == nil
 	})
 	log, logs := logtest.Text()
-	c := objects.New("http://"+u.Addr, 1, 5*time.Second, log)
+	c := objects.New("http://"+addr, 1, 5*time.Second, log)
 	for id := range int64(3) {
 		_, err := c.Online(t.Context(), id)
 		var se *objects.StatusError
@@ -237,11 +193,11 @@ func TestRedirectIsRetriedAndLogged(t *testing.T) {
 // ignored the rest: {"id":5,"online":true}<html>… counted as online.)
 func TestTrailingDataIsAnError(t *testing.T) {
 	for _, body := range []string{`{"id":5,"online":true}<html>`, `{"id":5,"online":true}{"id":5,"online":false}`, `{"id": 5, "online": true} x`} {
-		u := startRaw(t, func(w io.Writer, id string) bool {
+		addr, _ := startRaw(t, func(w io.Writer, id int64) bool {
 			_, err := fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 			return err == nil
 		})
-		c := objects.New("http://"+u.Addr, 1, 5*time.Second, nil)
+		c := objects.New("http://"+addr, 1, 5*time.Second, nil)
 		if online, err := c.Online(t.Context(), 5); err == nil {
 			t.Errorf("%s: online %v, want an error", body, online)
 		}
