@@ -214,19 +214,19 @@ func TestFullIntakeAnswers503(t *testing.T) {
 
 	l := newLedger()
 	post := func(body string) *http.Response { return svc.postResp(t, body) }
-	ids := []int64{2, 4, 6, 8, 10, 12, 14}
+	ids := []int64{2, 4, 6, 8, 10}
 	sent := time.Now()
-	if resp := post(`{"object_ids":[2,4,6,8,10,12,14]}`); resp.StatusCode != http.StatusAccepted {
+	if resp := post(`{"object_ids":[2,4,6,8,10]}`); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("first POST = %d, want 202", resp.StatusCode)
 	}
 	l.record(sim.SendResult{IDs: ids, Sent: sent, Status: http.StatusAccepted})
-	// One ID is in flight and six wait: past -max-pending 5 as soon as the
-	// dispatcher has taken the body in.
+	// One ID is in flight and four wait: two more would pass -max-pending 5
+	// (a callback reserves room for all its IDs before it is accepted).
 	var refused *http.Response
 	eventually(t, 5*time.Second, func() error {
-		refused = post(`{"object_ids":[16]}`)
+		refused = post(`{"object_ids":[16,18]}`)
 		if refused.StatusCode != http.StatusServiceUnavailable {
-			l.record(sim.SendResult{IDs: []int64{16}, Sent: time.Now(), Status: refused.StatusCode})
+			l.record(sim.SendResult{IDs: []int64{16, 18}, Sent: time.Now(), Status: refused.StatusCode})
 			return fmt.Errorf("POST = %d, want 503", refused.StatusCode)
 		}
 		return nil
@@ -237,10 +237,10 @@ func TestFullIntakeAnswers503(t *testing.T) {
 	// The backlog drains at two lookups a second; then the sender's retry is accepted.
 	eventually(t, 10*time.Second, func() error {
 		sent := time.Now()
-		if resp := post(`{"object_ids":[16]}`); resp.StatusCode != http.StatusAccepted {
+		if resp := post(`{"object_ids":[16,18]}`); resp.StatusCode != http.StatusAccepted {
 			return fmt.Errorf("retry POST = %d, want 202", resp.StatusCode)
 		}
-		l.record(sim.SendResult{IDs: []int64{16}, Sent: sent, Status: http.StatusAccepted})
+		l.record(sim.SendResult{IDs: []int64{16, 18}, Sent: sent, Status: http.StatusAccepted})
 		return nil
 	})
 	checked := l.settle(t, db, even, 60*time.Second, 15*time.Second)
