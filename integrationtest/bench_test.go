@@ -34,8 +34,10 @@ import (
 const chartDir = "../docs/bench"
 
 // TestBenchIntake: at saturation (64 keep-alive senders, 200-ID bodies, closed
-// loop) the service's request rate beside the two baselines (read the body;
-// read and decode it with encoding/json), alternating in one run.
+// loop) the service's request rate beside the three baselines (read the
+// body; read and decode it with encoding/json; append it to a file and sync
+// it before the 202, with group commit), alternating in one run, with our
+// load tool and with wrk (Debian's; skipped with a message if missing).
 func TestBenchIntake(t *testing.T) {
 	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4300 * time.Millisecond}
@@ -48,13 +50,25 @@ func TestBenchIntake(t *testing.T) {
 	base := startBaselines(t)
 	targets := []struct{ name, url string }{
 		{"service", svc.URL + "/callback"}, {"service-memory-only", mem.URL + "/callback"},
-		{"read+decode", base + "/decode"}, {"read-only", base + "/read"},
+		{"read+decode", base + "/decode"}, {"read-only", base + "/read"}, {"durable", base + "/durable"},
 	}
 	const rounds, each = 3, 6 * time.Second
-	rps := map[string][]float64{}
-	var lat []string
+	rps, wrkRPS := map[string][]float64{}, map[string][]float64{}
+	var lat, wrkLat []string
+	wrkBin, wrkScript := wrkSetup(t)
 	for round := range rounds {
 		for _, tg := range targets {
+			if wrkBin != "" {
+				r := runWrk(t, wrkBin, wrkScript, tg.url, each)
+				if r.errors > 0 || r.non2xx > 0 {
+					t.Errorf("wrk %s round %d: %d socket errors, %d non-2xx", tg.name, round, r.errors, r.non2xx)
+				}
+				wrkRPS[tg.name] = append(wrkRPS[tg.name], r.rps)
+				t.Logf("BENCH intake wrk round=%d target=%s rps=%.0f p50=%s p99=%s errors=%d non2xx=%d", round, tg.name, r.rps, r.p50, r.p99, r.errors, r.non2xx)
+				if round == rounds-1 {
+					wrkLat = append(wrkLat, fmt.Sprintf("%s p50=%s p99=%s", tg.name, r.p50, r.p99))
+				}
+			}
 			ctx, cancel := context.WithTimeout(t.Context(), each)
 			sum := <-runSender(t, ctx, &sim.Sender{
 				Target: tg.url, Senders: 64, Interval: -1, MinIDs: 200, MaxIDs: 200, IDRange: 100, Timeout: 5 * time.Second,
@@ -78,11 +92,22 @@ func TestBenchIntake(t *testing.T) {
 	for _, l := range lat {
 		t.Logf("BENCH intake latency (last round) %s", l)
 	}
+	if wrkBin != "" {
+		wmed := func(name string) float64 { return median(wrkRPS[name]) }
+		t.Logf("BENCH intake wrk median req/s: service %.0f, memory-only %.0f, read+decode %.0f, read-only %.0f, durable %.0f; service/read+decode %.2f×, service/read-only %.2f×, service/durable %.2f×, memory-only/read+decode %.2f×",
+			wmed("service"), wmed("service-memory-only"), wmed("read+decode"), wmed("read-only"), wmed("durable"),
+			wmed("service")/wmed("read+decode"), wmed("service")/wmed("read-only"), wmed("service")/wmed("durable"),
+			wmed("service-memory-only")/wmed("read+decode"))
+		for _, l := range wrkLat {
+			t.Logf("BENCH intake wrk latency (last round) %s", l)
+		}
+	}
+	t.Logf("BENCH intake our tool: service/durable %.2f×", med("service")/med("durable"))
 	// Open loop at half the read+decode baseline's capacity: latency from
 	// when each post was due. The bare read+decode handler runs the same
 	// load too: its latency is what this machine allows any handler.
 	half := med("read+decode") / 2
-	for _, tg := range targets[:3] {
+	for _, tg := range targets {
 		ctx, cancel := context.WithTimeout(t.Context(), each)
 		sum := <-runSender(t, ctx, &sim.Sender{
 			Target: tg.url, Senders: 64, Rate: half / 64, MinIDs: 200, MaxIDs: 200, IDRange: 100, Timeout: 5 * time.Second,
@@ -248,7 +273,7 @@ func startBaselines(t *testing.T) string {
 		t.Fatalf("go build objectsource: %v\n%s", err, out)
 	}
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "-addr", "", "-target", "", "-baseline-addr", addr, "-log-level", "warn")
+	cmd := exec.Command(bin, "-addr", "", "-target", "", "-baseline-addr", addr, "-baseline-dir", t.TempDir(), "-log-level", "warn")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -396,4 +421,68 @@ func writeChart(t *testing.T, name, svg string) {
 	if err := os.WriteFile(filepath.Join(chartDir, name), []byte(svg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// wrkSetup finds wrk and writes its script: POST the same 200-ID body the
+// closed-loop rounds send. It returns "" without wrk, after saying so.
+func wrkSetup(t *testing.T) (bin, script string) {
+	t.Helper()
+	bin, err := exec.LookPath("wrk")
+	if err != nil {
+		t.Log("wrk not found (apt-get install wrk, or scripts/bench.sh): the wrk rounds are skipped")
+		return "", ""
+	}
+	ids := make([]string, 200)
+	for i := range ids {
+		ids[i] = strconv.Itoa(i % 100)
+	}
+	script = filepath.Join(t.TempDir(), "post.lua")
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = '{\"object_ids\":[%s]}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", strings.Join(ids, ","))
+	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return bin, script
+}
+
+type wrkResult struct {
+	rps            float64
+	p50, p99       string
+	errors, non2xx int
+}
+
+var (
+	wrkRPSRE    = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	wrkNon2xxRE = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	wrkErrRE    = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	wrkPctRE    = regexp.MustCompile(`(?m)^\s+(50|99)%\s+(\S+)`)
+)
+
+// runWrk runs wrk -t2 -c64 against url for d, posting with script.
+func runWrk(t *testing.T, bin, script, url string, d time.Duration) wrkResult {
+	t.Helper()
+	out, err := exec.Command(bin, "-t2", "-c64", fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency", "-s", script, url).CombinedOutput()
+	if err != nil {
+		t.Fatalf("wrk %s: %v\n%s", url, err, out)
+	}
+	var r wrkResult
+	if m := wrkRPSRE.FindSubmatch(out); m != nil {
+		r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if m := wrkNon2xxRE.FindSubmatch(out); m != nil {
+		r.non2xx, _ = strconv.Atoi(string(m[1]))
+	}
+	if m := wrkErrRE.FindSubmatch(out); m != nil {
+		for _, g := range m[1:] {
+			n, _ := strconv.Atoi(string(g))
+			r.errors += n
+		}
+	}
+	for _, m := range wrkPctRE.FindAllSubmatch(out, -1) {
+		if string(m[1]) == "50" {
+			r.p50 = string(m[2])
+		} else {
+			r.p99 = string(m[2])
+		}
+	}
+	return r
 }

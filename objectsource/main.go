@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,7 @@ var errUsage = errors.New("bad command line")
 type options struct {
 	addr     string
 	baseline string // address of the baseline handlers, or empty
+	durable  string // directory of the durable baseline's file
 	duration time.Duration
 	logLevel slog.Level
 	upstream sim.Upstream // only the configuration fields are set
@@ -73,7 +75,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.upstream.MaxLatency, "max-latency", 4300*time.Millisecond, "longest delay before an object answer (uniform in between)")
 	fs.Float64Var(&o.upstream.ErrorRate, "error-rate", 0, "`fraction` of object lookups answered 500, 0 to 1")
 	fs.IntVar(&o.upstream.Capacity, "capacity", 0, "most lookups served at once; beyond it answer 503 at once (0: no cap)")
-	fs.StringVar(&o.baseline, "baseline-addr", "", "listen `address` for the intake baselines: POST /read reads the body, /decode also decodes it with encoding/json; both answer 202")
+	fs.StringVar(&o.baseline, "baseline-addr", "", "listen `address` for the intake baselines: POST /read reads the body, /decode also decodes it with encoding/json, /durable appends it to a file and syncs it (group commit) before its 202")
+	fs.StringVar(&o.durable, "baseline-dir", os.TempDir(), "`directory` for the file of the /durable baseline (put it on the disk the service's -wal-dir is on)")
 	fs.Float64Var(&o.sender.FreshRate, "fresh-rate", 0, "new distinct IDs per second: the ID range slides forward at this rate (0: fixed range)")
 	fs.StringVar(&o.sender.Target, "target", "http://localhost:9090/callback", "callback `URL` to post to; empty disables sending")
 	fs.DurationVar(&o.sender.Interval, "interval", 5*time.Second, "delay after each answer before a sender's next post (fixed delay); 0 is a closed loop at full speed")
@@ -190,9 +193,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", o.baseline, err)
 		}
+		file := filepath.Join(o.durable, fmt.Sprintf("callback-durable-baseline-%d", os.Getpid()))
+		durable, err := sim.NewDurable(file)
+		if err != nil {
+			return fmt.Errorf("durable baseline: %w", err)
+		}
+		defer func() {
+			durable.Close()
+			os.Remove(file)
+		}()
 		mux := http.NewServeMux()
 		mux.Handle("POST /read", sim.ReadOnly)
 		mux.Handle("POST /decode", sim.ReadDecode)
+		mux.Handle("POST /durable", durable)
 		base := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 		baseErr := make(chan error, 1)
 		go func() { baseErr <- base.Serve(ln) }()

@@ -2,7 +2,7 @@
 # Reproduces the figures of BENCHMARKS.md on this machine, in under 5 minutes:
 # the Go benchmarks (decoder, handler, coalescer, writer against CopyFrom, the
 # sweep over 1M stale rows) and the load scenarios of integrationtest/bench_test.go
-# (intake against the baselines, 4,000 new IDs/s, a capped upstream, 50 senders
+# (intake against the three baselines, with our load tool and wrk, 4,000 new IDs/s, a capped upstream, 50 senders
 # flat out). Charts go to docs/bench/, the raw output to $OUT (default /tmp/bench).
 #
 #   scripts/bench.sh
@@ -14,6 +14,13 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
 OUT=${OUT:-/tmp/bench}
 mkdir -p "$OUT"
+
+# The intake rounds run Debian's wrk beside our own load tool: a load generator no one
+# here wrote. Installed when missing and we are root; skipped with a message otherwise.
+if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+	echo "--- installing wrk"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
 
 echo "--- go benchmarks (-benchmem, 3 runs each)"
 go test -run '^$' -bench 'Decode|Handler' -benchmem -benchtime 300ms -count 3 ./pkg/callback | tee "$OUT/callback.txt"

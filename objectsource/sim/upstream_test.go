@@ -4,10 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -225,5 +229,41 @@ func TestUpstreamCapacity(t *testing.T) {
 	}
 	if u.Refused() != 1 {
 		t.Errorf("Refused = %d, want 1", u.Refused())
+	}
+}
+
+// The durable baseline answers 202 once the body is in its file, synced.
+func TestDurable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "durable")
+	d, err := NewDurable(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			resp, err := http.Post(srv.URL, "application/json", strings.NewReader(fmt.Sprintf(`{"object_ids":[%d]}`, i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Errorf("status %d, want 202", resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	srv.Close()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "object_ids"); n != 20 {
+		t.Errorf("file holds %d bodies, want 20", n)
 	}
 }
