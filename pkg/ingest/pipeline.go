@@ -119,6 +119,11 @@ const (
 	DefaultStatsInterval     = 10 * time.Second
 )
 
+// fullWait is how long a callback held only in memory waits for room in the
+// receipts buffer before ErrFull: long enough to ride out the dispatcher's
+// moment behind, short against the sender's 1 s.
+const fullWait = 250 * time.Millisecond
+
 // Options tunes a Pipeline. A zero or negative field takes its Default.
 type Options struct {
 	// Workers is the size of the fixed pool of lookup workers, and so the
@@ -321,7 +326,23 @@ func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time)
 	case p.receipts <- r:
 	default:
 		if r.mark == 0 {
-			return ErrFull
+			// The dispatcher, one goroutine, has fallen a moment behind
+			// (a GC pause, cores busy with handlers): wait for room a
+			// little, well within the sender's second, rather than answer
+			// a 503, which is a missed callback. What admit reserved
+			// bounds the memory meanwhile.
+			wait := time.NewTimer(fullWait)
+			defer wait.Stop()
+			select {
+			case p.receipts <- r:
+			case <-wait.C:
+				return ErrFull
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %w", errGone, ctx.Err())
+			case <-p.finished:
+				return ErrClosed
+			}
+			break
 		}
 		// On disk already, and admit found room a sync ago: wait for the
 		// dispatcher, which reads receipts until Close, rather than refuse
@@ -345,8 +366,9 @@ func (p *Pipeline) owe(mark uint64, n int) {
 	}
 }
 
-// admit refuses a callback that could not be queued anyway, before the
-// journal spends a sync on it, and one that would add to a backlog that
+// admit refuses a callback that could not be queued anyway (no room among
+// the waiting IDs), before the journal spends a sync on it, and one that
+// would add to a backlog that
 // cannot be looked up within the TTL: better a 503 the sender sees than a
 // 202 for a row that expires unwritten, and a backlog so bounded is one
 // that the workers, oldest first, serve within the TTL.
@@ -364,8 +386,6 @@ func (p *Pipeline) admit(ids []int64) error {
 		return ErrClosed
 	case len(ids) == 0:
 		return nil
-	case len(p.receipts) == cap(p.receipts):
-		return ErrFull
 	case p.backlog.Load() > 0 && p.nLive.Load() >= p.backlog.Load():
 		return ErrBacklog
 	}
