@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the figures of BENCHMARKS.md on this machine, in under 5 minutes:
+# Reproduces the figures of BENCHMARKS.md on this machine, in about 7 minutes:
 # the Go benchmarks (decoder, handler, coalescer, writer against CopyFrom, the
 # sweep over 1M stale rows) and the load scenarios of integrationtest/bench_test.go
 # (intake against the three baselines, with our load tool and wrk, 4,000 new IDs/s, a capped upstream, 50 senders
