@@ -97,11 +97,11 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 				flush()
 			}
 		case <-second.C:
-			p.expire(ctx, unwritten)
+			kept := p.expire(ctx, unwritten)
 			if len(unwritten) == 0 {
 				owedSince = none // flushed since
 			}
-			p.oldestRow.Store(min(oldest(unwritten), owedSince))
+			p.oldestRow.Store(min(kept, owedSince))
 		case <-retry:
 			retry = nil
 			flush()
@@ -137,27 +137,23 @@ type row struct {
 // expire drops the rows whose receipt is older than the TTL: the sweeper
 // would delete them at once, so through a database outage they would only
 // hold memory, growing with every distinct ID seen. Their debts are paid:
-// a replay would skip them as too old too.
-func (p *Pipeline) expire(ctx context.Context, unwritten map[int64]row) {
+// a replay would skip them as too old too. It returns the oldest arrival
+// among the rows it keeps, or none, from the same walk.
+func (p *Pipeline) expire(ctx context.Context, unwritten map[int64]row) (oldest int64) {
+	oldest = none
 	n := 0
 	for id, r := range unwritten {
 		if p.age(r.mono) > p.opt.TTL {
 			p.owe(r.mark, -1)
 			delete(unwritten, id)
 			n++
+			continue
 		}
+		oldest = min(oldest, r.mono)
 	}
 	if n > 0 {
 		p.stats.expired.Add(int64(n))
 		p.log.WarnContext(ctx, "rows dropped unwritten: receipt older than ttl", "count", n, "ttl", p.opt.TTL.String())
-	}
-}
-
-// oldest returns the oldest arrival in unwritten, or none.
-func oldest(unwritten map[int64]row) int64 {
-	oldest := none
-	for _, r := range unwritten {
-		oldest = min(oldest, r.mono)
 	}
 	return oldest
 }
