@@ -34,7 +34,7 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	if e.Code >= 300 && e.Code < 400 {
+	if e.redirect() {
 		return fmt.Sprintf("upstream status %d, redirect to %q not followed", e.Code, e.Location)
 	}
 	return fmt.Sprintf("upstream status %d", e.Code)
@@ -47,8 +47,7 @@ func (e *StatusError) Error() string {
 // wrong, so it is retried (and logged, see Client) until -src names the new
 // place, rather than lose every ID.
 func (e *StatusError) Permanent() bool {
-	redirect := e.Code >= 300 && e.Code < 400
-	return !redirect && e.Code < 500 && e.Code != http.StatusTooManyRequests && e.Code != http.StatusRequestTimeout
+	return !e.redirect() && e.Code < 500 && e.Code != http.StatusTooManyRequests && e.Code != http.StatusRequestTimeout
 }
 
 // Overloaded reports whether the answer says the upstream is over its
@@ -57,6 +56,9 @@ func (e *StatusError) Permanent() bool {
 func (e *StatusError) Overloaded() bool {
 	return e.Code == http.StatusTooManyRequests || e.Code == http.StatusServiceUnavailable
 }
+
+// redirect reports whether the answer is a 3xx.
+func (e *StatusError) redirect() bool { return e.Code >= 300 && e.Code < 400 }
 
 // RetryAfter is the delay the upstream asked for with Retry-After, or 0.
 func (e *StatusError) RetryAfter() time.Duration { return e.retryAfter }
@@ -139,7 +141,7 @@ func (c *Client) Fetch(ctx context.Context, id int64) (Object, error) {
 	}
 	if ans.status != http.StatusOK {
 		e := &StatusError{Code: ans.status, retryAfter: retryAfter(ans.retryAfter)}
-		if ans.status >= 300 && ans.status < 400 {
+		if e.redirect() {
 			e.Location = ans.location
 			c.logRedirect(ctx, e)
 		}
