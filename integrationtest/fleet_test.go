@@ -1,12 +1,14 @@
 package integrationtest
 
 import (
+	"bufio"
 	"context"
 	"encoding/csv"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -97,6 +99,47 @@ func (b *balancer) waitUp(t *testing.T, server string, limit time.Duration) {
 		}
 		return err
 	})
+}
+
+// TestHAProxyUnusedConnection: a connection that sends nothing for a while
+// still carries a post through the balancer. Go's transport keeps the loser
+// of a dial race idle in its pool, so a sender's connection may carry its
+// first request seconds after it was opened. With the config's old 5 s for
+// the first request, HAProxy answered such a connection 408 unasked, and a
+// post written just then read that 408 as its answer (once in about eight
+// rolling deploys).
+func TestHAProxyUnusedConnection(t *testing.T) {
+	var replicas [3]string
+	for i := range replicas {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /readyz", func(http.ResponseWriter, *http.Request) {})
+		mux.HandleFunc("POST /callback", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) })
+		srv := httptest.NewServer(mux)
+		t.Cleanup(srv.Close)
+		replicas[i] = srv.Listener.Addr().String()
+	}
+	lb := startHAProxy(t, replicas)
+	c, err := net.Dial("tcp", strings.TrimPrefix(lb.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(6 * time.Second) // past the old 5 s
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"object_ids":[1]}`
+	if _, err := fmt.Fprintf(c, "POST /callback HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+		t.Fatalf("post on a connection idle 6 s: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("post on a connection idle 6 s: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("post on a connection idle 6 s: %s, want 202 Accepted", resp.Status)
+	}
 }
 
 // Scenario 11: a rolling deploy of three replicas behind HAProxy with the
