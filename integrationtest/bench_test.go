@@ -47,10 +47,13 @@ func TestBenchIntake(t *testing.T) {
 	// its own runtime and scheduler: served from the load tool's process they
 	// would share its heap and scheduler, which favours them (measured here:
 	// the service at 0.61x read-only against 0.85x with this set-up).
-	base := startBaselines(t)
-	targets := []struct{ name, url string }{
-		{"service", svc.URL + "/callback"}, {"service-memory-only", mem.URL + "/callback"},
-		{"read+decode", base + "/decode"}, {"read-only", base + "/read"}, {"durable", base + "/durable"},
+	base, basePID := startBaselines(t)
+	targets := []struct {
+		name, url string
+		pid       int // the process serving it, for CPU per callback
+	}{
+		{"service", svc.URL + "/callback", svc.cmd.Process.Pid}, {"service-memory-only", mem.URL + "/callback", mem.cmd.Process.Pid},
+		{"read+decode", base + "/decode", basePID}, {"read-only", base + "/read", basePID}, {"durable", base + "/durable", basePID},
 	}
 	const rounds, each = 3, 6 * time.Second
 	rps, wrkRPS := map[string][]float64{}, map[string][]float64{}
@@ -105,15 +108,22 @@ func TestBenchIntake(t *testing.T) {
 	t.Logf("BENCH intake our tool: service/durable %.2f×", med("service")/med("durable"))
 	// Open loop at half the read+decode baseline's capacity: latency from
 	// when each post was due. The bare read+decode handler runs the same
-	// load too: its latency is what this machine allows any handler.
+	// load too: its latency is what this machine allows any handler. At a
+	// fixed rate the CPU each target's process spends per callback is the
+	// figure the machine's noise disturbs least (the baselines share one
+	// process, but only one target has load at a time).
 	half := med("read+decode") / 2
 	for _, tg := range targets {
+		u0, s0 := cpuTime(t, tg.pid)
 		ctx, cancel := context.WithTimeout(t.Context(), each)
 		sum := <-runSender(t, ctx, &sim.Sender{
 			Target: tg.url, Senders: 64, Rate: half / 64, MinIDs: 200, MaxIDs: 200, IDRange: 100, Timeout: 5 * time.Second,
 		})
 		cancel()
-		t.Logf("BENCH intake half-capacity target=%s rate=%.0f/s %v", tg.name, half, sum)
+		u1, s1 := cpuTime(t, tg.pid)
+		per := func(d time.Duration) time.Duration { return d / time.Duration(max(sum.OK, 1)) }
+		t.Logf("BENCH intake half-capacity target=%s rate=%.0f/s cpu_per_callback: user %v sys %v total %v; %v",
+			tg.name, half, per(u1-u0), per(s1-s0), per(u1-u0+s1-s0), sum)
 	}
 	for ln := range strings.Lines(svc.logs.String()) {
 		if strings.Contains(ln, `"msg":"intake log stats"`) {
@@ -265,8 +275,8 @@ func TestBenchFlatOut(t *testing.T) {
 }
 
 // startBaselines builds objectsource and runs it serving only the intake
-// baselines; it returns their base URL.
-func startBaselines(t *testing.T) string {
+// baselines; it returns their base URL and its process ID.
+func startBaselines(t *testing.T) (url string, pid int) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "objectsource")
 	if out, err := exec.Command("go", "build", "-o", bin, "../objectsource").CombinedOutput(); err != nil {
@@ -281,7 +291,7 @@ func startBaselines(t *testing.T) string {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	url := "http://" + addr
+	url = "http://" + addr
 	eventually(t, 10*time.Second, func() error {
 		resp, err := http.Post(url+"/read", "application/json", strings.NewReader("{}"))
 		if err != nil {
@@ -290,7 +300,7 @@ func startBaselines(t *testing.T) string {
 		resp.Body.Close()
 		return nil
 	})
-	return url
+	return url, cmd.Process.Pid
 }
 
 // cpuTime is the user and system CPU time pid has used.
@@ -485,4 +495,52 @@ func runWrk(t *testing.T, bin, script, url string, d time.Duration) wrkResult {
 		}
 	}
 	return r
+}
+
+// TestBenchIntakeCPU: the CPU each target's process spends per callback at a
+// fixed rate (open loop, 64 senders, 200-ID bodies), three alternating rounds.
+// Unlike a request rate at saturation, this hardly moves with what else the
+// shared machine runs.
+func TestBenchIntakeCPU(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4300 * time.Millisecond}
+	bin := buildFast(t)
+	svc := startService(t, bin, dbURL, upstream(t, up))
+	mem := startService(t, bin, dbURL, upstream(t, up), "-wal-dir", "")
+	base, basePID := startBaselines(t)
+	targets := []struct {
+		name, url string
+		pid       int
+	}{
+		{"service", svc.URL + "/callback", svc.cmd.Process.Pid}, {"service-memory-only", mem.URL + "/callback", mem.cmd.Process.Pid},
+		{"read+decode", base + "/decode", basePID}, {"read-only", base + "/read", basePID}, {"durable", base + "/durable", basePID},
+	}
+	if v := os.Getenv("BENCH_VARIANT_ENV"); v != "" { // e.g. GOGC=400: the service once more with it
+		k, val, _ := strings.Cut(v, "=")
+		t.Setenv(k, val)
+		vs := startService(t, bin, dbURL, upstream(t, up))
+		targets = append(targets, struct {
+			name, url string
+			pid       int
+		}{"service " + v, vs.URL + "/callback", vs.cmd.Process.Pid})
+	}
+	rate := 3000.0
+	per := map[string][]float64{}
+	for round := range 3 {
+		for _, tg := range targets {
+			u0, s0 := cpuTime(t, tg.pid)
+			ctx, cancel := context.WithTimeout(t.Context(), 6*time.Second)
+			sum := <-runSender(t, ctx, &sim.Sender{
+				Target: tg.url, Senders: 64, Rate: rate / 64, MinIDs: 200, MaxIDs: 200, IDRange: 100, Timeout: 5 * time.Second,
+			})
+			cancel()
+			u1, s1 := cpuTime(t, tg.pid)
+			us := float64(u1-u0+s1-s0) / float64(time.Microsecond) / float64(max(sum.OK, 1))
+			per[tg.name] = append(per[tg.name], us)
+			t.Logf("BENCH intake-cpu round=%d target=%s cpu_per_callback=%.1fµs (user %v sys %v) %v", round, tg.name, us, u1-u0, s1-s0, sum)
+		}
+	}
+	for _, tg := range targets {
+		t.Logf("BENCH intake-cpu median target=%s %.1f µs per callback at %.0f/s", tg.name, median(per[tg.name]), rate)
+	}
 }
