@@ -310,12 +310,12 @@ ignore_startup_parameters = extra_float_digits
 			t.Fatal(err)
 		}
 	}
-	cred, err := pgtest.Credential()
+	attr, err := pgtest.ProcAttr(syscall.SIGKILL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, dir+"/pgbouncer.ini")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = attr
 	startProcess(t, "pgbouncer", cmd)
 	eventually(t, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", listen)

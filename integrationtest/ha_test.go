@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -124,7 +123,11 @@ func (c *haCluster) crash(t *testing.T, name string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		p, err := os.FindProcess(pid)
+		if err == nil {
+			err = p.Kill() // SIGKILL
+		}
+		if err != nil {
 			t.Fatalf("kill %s (%d): %v", pidFile, pid, err)
 		}
 	}

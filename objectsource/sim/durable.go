@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"syscall"
 )
 
 // Durable is the third baseline: the least any durable intake can cost on
@@ -96,7 +95,7 @@ func (d *Durable) commit() {
 		}
 		_, err := d.f.Write(buf)
 		if err == nil {
-			err = syscall.Fdatasync(int(d.f.Fd()))
+			err = dataSync(d.f)
 		}
 		if written += int64(len(buf)); err == nil && written > durableMaxFile {
 			err = errors.Join(d.f.Truncate(0), seekStart(d.f))

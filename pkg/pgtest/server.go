@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -47,7 +46,7 @@ var errExited = errors.New("postgres exited during startup")
 type Server struct {
 	dir      string              // temporary directory: data/, postgres.log, the unix socket
 	postgres string              // path of the postgres binary
-	cred     *syscall.Credential // the postgres OS user when we run as root, else nil
+	user     *osUser // the postgres OS user when we run as root, else nil
 	port     int
 
 	mu   sync.Mutex // guards proc
@@ -118,7 +117,7 @@ func startCluster() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := Credential()
+	user, err := serverUser()
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +125,7 @@ func startCluster() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
 	}
-	s := &Server{dir: dir, postgres: postgres, cred: cred}
+	s := &Server{dir: dir, postgres: postgres, user: user}
 	if err := s.init(initdb); err != nil {
 		return nil, errors.Join(err, s.removeDir())
 	}
@@ -144,46 +143,32 @@ func startCluster() (*Server, error) {
 	}
 }
 
-// Credential returns the OS user to run initdb and postgres as (nil: this one). Both refuse to run as
-// root, so as root we switch to the "postgres" user that the distribution packages create.
-// Switching in the child via SysProcAttr rather than through runuser keeps the postmaster our
-// direct child: runuser would sit in between, turn any signal it gets into SIGTERM followed by
-// SIGKILL two seconds later, and hide the postmaster from Pdeathsig.
-func Credential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
+// ProcAttr is how to start a program that, like PostgreSQL's own, refuses to
+// run as root: as the server's OS user (see serverUser), in a process group
+// of its own, so that the terminal's Ctrl-C does not reach it, and, on Linux,
+// sent death when the thread that started it exits, so that a test binary
+// killed before its cleanup does not leave it running.
+func ProcAttr(death syscall.Signal) (*syscall.SysProcAttr, error) {
+	u, err := serverUser()
 	if err != nil {
-		return nil, fmt.Errorf("running as root, so postgres must run as OS user postgres: %w", err)
+		return nil, err
 	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("parse uid of user postgres: %w", err)
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("parse gid of user postgres: %w", err)
-	}
-	// An empty Groups drops root's supplementary groups.
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+	return childAttr(u, death), nil
 }
 
 // init runs initdb. Trust authentication is safe because the server listens on 127.0.0.1 and
 // in a private socket directory only; the C locale keeps sorting identical on every machine.
 func (s *Server) init(initdb string) error {
-	if s.cred != nil {
-		// MkdirTemp made the directory 0700 for root; the server user must create data/ in it.
-		if err := os.Chown(s.dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
-			return fmt.Errorf("chown cluster dir: %w", err)
-		}
+	// MkdirTemp made the directory 0700 for root; the server user must create data/ in it.
+	if err := chownTo(s.dir, s.user); err != nil {
+		return fmt.Errorf("chown cluster dir: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), initdbTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, initdb,
 		"-D", s.dataDir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
 	cmd.Dir = s.dir // the server user may not be able to read our working directory
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	cmd.SysProcAttr = runAs(s.user)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb %s: %w\n%s", s.dataDir(), err, out)
 	}
@@ -211,15 +196,10 @@ func (s *Server) spawn() (*process, error) {
 	)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: s.cred,
-		// Its own process group keeps the terminal's Ctrl-C away from the postmaster, so that
-		// it is shut down in one way only: by Stop, by Main, or by Pdeathsig.
-		Setpgid: true,
-		// If the test binary dies without reaching Main (Ctrl-C, a test timeout, SIGKILL), the
-		// kernel sends the postmaster SIGQUIT, which is postgres's immediate shutdown.
-		Pdeathsig: syscall.SIGQUIT,
-	}
+	// The postmaster is shut down in one way only: by Stop, by Main, or, if the test binary
+	// dies without reaching Main (Ctrl-C, a test timeout, SIGKILL), by the SIGQUIT of
+	// childAttr, which is postgres's immediate shutdown.
+	cmd.SysProcAttr = childAttr(s.user, syscall.SIGQUIT)
 
 	p := &process{cmd: cmd, done: make(chan struct{})}
 	started := make(chan error, 1)
@@ -427,16 +407,14 @@ func (s *Server) Standby(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	st := &Server{dir: dir, postgres: s.postgres, cred: s.cred}
+	st := &Server{dir: dir, postgres: s.postgres, user: s.user}
 	t.Cleanup(func() {
 		if err := st.shutdown(); err != nil {
 			t.Errorf("pgtest: %v", err)
 		}
 	})
-	if st.cred != nil {
-		if err := os.Chown(dir, int(st.cred.Uid), int(st.cred.Gid)); err != nil {
-			t.Fatalf("pgtest: chown standby dir: %v", err)
-		}
+	if err := chownTo(dir, st.user); err != nil {
+		t.Fatalf("pgtest: chown standby dir: %v", err)
 	}
 	if err := st.cloneFrom(s); err != nil {
 		t.Fatalf("pgtest: %v", err)
@@ -484,7 +462,7 @@ func (s *Server) cloneFrom(primary *Server) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(bin), "pg_basebackup"),
 		"-D", s.dataDir(), "-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres")
 	cmd.Dir = s.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	cmd.SysProcAttr = runAs(s.user)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("pg_basebackup: %w\n%s", err, out)
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"syscall"
 )
 
 // FS is what the log needs of the file system. The operating system's is the
@@ -59,7 +58,7 @@ func (osFS) Truncate(name string, size int64) error {
 }
 
 func openRegular(name string, flag int) (*os.File, error) {
-	f, err := os.OpenFile(name, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(name, flag|noFollow, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -82,11 +81,4 @@ func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	return dataSyncFile{f}, nil
 }
 
-func (osFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func (osFS) SyncDir(dir string) error { return syncDir(dir) }

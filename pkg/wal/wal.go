@@ -53,7 +53,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -256,20 +255,9 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 	return l, nil
 }
 
-// lockDir takes an exclusive flock on dir/LOCK, held until the file closes.
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("wal: %s is in use by another process; give each instance its own -wal-dir", dir)
-		}
-		return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
-	}
-	return f, nil
+// errInUse is the answer when another process holds dir's lock.
+func errInUse(dir string) error {
+	return fmt.Errorf("wal: %s is in use by another process; give each instance its own -wal-dir", dir)
 }
 
 // scan lists the segments, reads each to learn its size and oldest receipt,
