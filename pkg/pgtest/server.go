@@ -44,8 +44,8 @@ var errExited = errors.New("postgres exited during startup")
 // The server runs with fsync off, so a crash of the machine may corrupt it, which is fine for
 // data that is deleted at the end of the test binary anyway.
 type Server struct {
-	dir      string              // temporary directory: data/, postgres.log, the unix socket
-	postgres string              // path of the postgres binary
+	dir      string  // temporary directory: data/, postgres.log, the unix socket
+	postgres string  // path of the postgres binary
 	user     *osUser // the postgres OS user when we run as root, else nil
 	port     int
 
