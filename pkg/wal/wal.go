@@ -4,15 +4,11 @@
 // acknowledged is never lost to a restart.
 //
 // The log is a directory of segment files, written by one goroutine (Run).
-// Each record is framed as
-//
-//	length  uint32, little-endian: the payload's length
-//	crc     uint32, little-endian: CRC32C (Castagnoli) of length and payload
-//	payload receipt time (int64 Unix ns), ID count (uvarint), IDs (varints)
-//
-// as Prometheus's WAL and Vector's disk buffers frame theirs. Callbacks that
-// arrive together share one write and one fdatasync (group commit), and each
-// Append returns only once its own bytes are synced.
+// Each record is one callback, framed with its length and a checksum
+// (record.go). Callbacks that arrive together share one write and one
+// fdatasync (group commit, writer.go), and each Append returns only once its
+// own bytes are synced. Segments are scanned, replayed and reclaimed whole
+// (segments.go).
 //
 // What it deliberately does and does not do:
 //   - A failed write or fsync is never retried on the same file: after a
@@ -39,19 +35,12 @@
 package wal
 
 import (
-	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -139,14 +128,6 @@ const DefaultLinger = 500 * time.Microsecond
 // one directory sync each.
 const DefaultSegmentAge = 2 * time.Second
 
-const (
-	maxBatchBytes = 4 << 20 // a group commit closes at this size
-	headerLen     = 8
-	maxPayload    = 16 << 20 // a record claiming more is corrupt: a body is at most 1 MiB
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Log is an open intake log. Open it, Replay what it holds, then run Run in
 // its own goroutine and Append from any number of others.
 type Log struct {
@@ -157,6 +138,9 @@ type Log struct {
 
 	requests chan *request // Append to Run; buffered, so a sender never waits for the writer to come round
 	stopped  chan struct{} // closed once Run has returned (or the log was closed without it)
+	// retry is armed by setDegraded and read by Run, which then tries a new
+	// segment: the writer's goroutine is the only one that opens segments.
+	retry *time.Timer
 
 	mu        sync.Mutex // guards the fields below
 	segments  []*segment // oldest first; the last one is being written, once Run has started
@@ -168,22 +152,6 @@ type Log struct {
 	stats     Stats
 	recentMax time.Duration // the longest write+fdatasync since the last stats line
 	nextIndex uint64
-}
-
-// segment is one file of the log.
-type segment struct {
-	index     uint64 // its records' mark is index+1: mark 0 is none
-	path      string
-	size      int64
-	oldest    time.Time // the oldest receipt in it; zero if none
-	opened    time.Time // when this process opened it for writing; zero for older ones
-	committed time.Time // the end of its last commit by this process; zero for older ones
-	file      File      // open while it is being written
-	replay    bool      // it was there at Open: it goes only once Replay has read it all
-	// owed counts the debts on its records not yet paid (see Owe): one per
-	// record when it is committed or replayed, then one per ID whose newest
-	// receipt one of them holds.
-	owed int64
 }
 
 // Stats counts what the log has done since Open.
@@ -200,18 +168,6 @@ type Stats struct {
 	OnDisk    int64         // bytes the log holds now
 	Oldest    time.Time     // the oldest receipt it holds now; zero if none
 	Degraded  bool          // writes are failing and Append fails fast
-}
-
-type request struct {
-	payload  []byte
-	received time.Time
-	done     chan result
-}
-
-// result is a group commit's answer to each of its requests.
-type result struct {
-	mark uint64
-	err  error
 }
 
 // Open locks dir (creating it if needed), cuts a torn tail off its last
@@ -247,7 +203,8 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request, 4096),
-		stopped: make(chan struct{}), openedAt: opt.NowFunc()}
+		stopped: make(chan struct{}), openedAt: opt.NowFunc(), retry: time.NewTimer(time.Hour)}
+	l.retry.Stop()
 	if err := l.scan(); err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -258,66 +215,6 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 // errInUse is the answer when another process holds dir's lock.
 func errInUse(dir string) error {
 	return fmt.Errorf("wal: %s is in use by another process; give each instance its own -wal-dir", dir)
-}
-
-// scan lists the segments, reads each to learn its size and oldest receipt,
-// counts the records it must skip, and cuts a torn tail off the last one.
-func (l *Log) scan() error {
-	entries, err := l.opt.FS.ReadDir(l.dir)
-	if err != nil {
-		return fmt.Errorf("wal: read %s: %w", l.dir, err)
-	}
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".wal")
-		if !ok || e.IsDir() {
-			continue
-		}
-		index, err := strconv.ParseUint(name, 16, 64)
-		if err != nil {
-			continue // not ours
-		}
-		if !e.Type().IsRegular() {
-			return fmt.Errorf("wal: %s is named like a segment but is not a regular file (%v); remove it, or use another -wal-dir",
-				filepath.Join(l.dir, e.Name()), e.Type())
-		}
-		l.segments = append(l.segments, &segment{index: index, path: filepath.Join(l.dir, e.Name()), replay: true})
-	}
-	slices.SortFunc(l.segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
-	for i, s := range l.segments {
-		data, err := l.opt.FS.ReadFile(s.path)
-		if err != nil {
-			return fmt.Errorf("wal: read %s: %w", s.path, err)
-		}
-		sum, err := readRecords(data, nil)
-		if err != nil {
-			return err
-		}
-		s.size, s.oldest = int64(len(data)), sum.oldest
-		l.stats.Corrupt += int64(sum.corrupt)
-		if sum.corrupt > 0 {
-			l.log.Warn("skipped corrupt records", "segment", s.path, "count", sum.corrupt)
-		}
-		if tail := len(data) - sum.end; tail > 0 {
-			if i < len(l.segments)-1 {
-				// Not the last segment: no write was under way there, so
-				// these bytes are damage, not a torn write. Keep the file as
-				// it is; they are skipped like a corrupt record.
-				l.stats.Corrupt++
-				l.log.Warn("segment ends in bytes that are no record", "segment", s.path, "bytes", tail)
-			} else {
-				if err := l.opt.FS.Truncate(s.path, int64(sum.end)); err != nil {
-					return fmt.Errorf("wal: cut torn tail of %s: %w", s.path, err)
-				}
-				l.stats.TornBytes += int64(tail)
-				l.log.Warn("cut a torn record off the log", "segment", s.path, "bytes", tail)
-				s.size = int64(sum.end)
-			}
-		}
-		l.total += s.size
-		l.nextIndex = s.index + 1
-	}
-	l.replayed = len(l.segments) == 0
-	return nil
 }
 
 // Replay calls fn for every intact record of the segments that were there at
@@ -386,120 +283,6 @@ func (l *Log) Owe(mark uint64, n int) {
 	}
 }
 
-// earlier returns the earlier of two receipt times, where the zero time
-// means none.
-func earlier(a, b time.Time) time.Time {
-	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
-		return b
-	}
-	return a
-}
-
-// summary is what reading a segment found.
-type summary struct {
-	oldest  time.Time // the oldest receipt
-	corrupt int       // damaged stretches skipped
-	end     int       // the offset just after the last intact record
-}
-
-// readRecords calls fn (if set) for each intact record in data. A record
-// that fails its checksum is skipped and reading resumes at the next offset
-// where an intact record starts; bytes after the last intact record are left
-// for the caller to judge (a torn write, or damage).
-func readRecords(data []byte, fn func(Record) error) (summary, error) {
-	var sum summary
-	for off := 0; off < len(data); {
-		rec, n, ok := decodeAt(data, off)
-		if !ok {
-			next := resync(data, off+1)
-			if next < 0 {
-				break
-			}
-			sum.corrupt++
-			off = next
-			continue
-		}
-		sum.oldest = earlier(sum.oldest, rec.Received)
-		if fn != nil {
-			if err := fn(rec); err != nil {
-				return sum, err
-			}
-		}
-		off += n
-		sum.end = off
-	}
-	return sum, nil
-}
-
-// decodeAt decodes the record at data[off:], reporting its framed length and
-// whether it is intact.
-func decodeAt(data []byte, off int) (Record, int, bool) {
-	if len(data)-off < headerLen {
-		return Record{}, 0, false
-	}
-	n := binary.LittleEndian.Uint32(data[off:])
-	if n > maxPayload || int(n) > len(data)-off-headerLen {
-		return Record{}, 0, false
-	}
-	want := binary.LittleEndian.Uint32(data[off+4:])
-	crc := crc32.Update(crc32.Checksum(data[off:off+4], castagnoli), castagnoli, data[off+headerLen:off+headerLen+int(n)])
-	if crc != want {
-		return Record{}, 0, false
-	}
-	rec, ok := decodePayload(data[off+headerLen : off+headerLen+int(n)])
-	return rec, headerLen + int(n), ok
-}
-
-// resync returns the first offset at or after from where an intact record
-// starts, or -1. It only runs past damage, so its cost does not matter.
-func resync(data []byte, from int) int {
-	for off := from; off+headerLen <= len(data); off++ {
-		if _, _, ok := decodeAt(data, off); ok {
-			return off
-		}
-	}
-	return -1
-}
-
-// encode frames a record.
-func encode(dst []byte, r Record) []byte {
-	start := len(dst)
-	dst = append(dst, make([]byte, headerLen)...)
-	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Received.UnixNano()))
-	dst = binary.AppendUvarint(dst, uint64(len(r.IDs)))
-	for _, id := range r.IDs {
-		dst = binary.AppendVarint(dst, id)
-	}
-	n := len(dst) - start - headerLen
-	binary.LittleEndian.PutUint32(dst[start:], uint32(n))
-	crc := crc32.Update(crc32.Checksum(dst[start:start+4], castagnoli), castagnoli, dst[start+headerLen:])
-	binary.LittleEndian.PutUint32(dst[start+4:], crc)
-	return dst
-}
-
-func decodePayload(p []byte) (Record, bool) {
-	if len(p) < 9 {
-		return Record{}, false
-	}
-	r := Record{Received: time.Unix(0, int64(binary.LittleEndian.Uint64(p)))}
-	p = p[8:]
-	count, n := binary.Uvarint(p)
-	if n <= 0 || count > uint64(len(p)) {
-		return Record{}, false
-	}
-	p = p[n:]
-	r.IDs = make([]int64, 0, count)
-	for range count {
-		id, n := binary.Varint(p)
-		if n <= 0 {
-			return Record{}, false
-		}
-		r.IDs = append(r.IDs, id)
-		p = p[n:]
-	}
-	return r, len(p) == 0
-}
-
 // Append writes the callback's IDs and receipt time and returns once they
 // are synced, with the other records of the same group commit, and the
 // record's mark, on which one debt is owed from then on (see Owe). It fails
@@ -544,333 +327,6 @@ func (l *Log) Append(ctx context.Context, ids []int64, received time.Time) (mark
 			return 0, ErrClosed
 		}
 	}
-}
-
-// Run is the writer: it takes every waiting Append, writes them with one
-// write and one fdatasync, and answers each, until ctx is done. It starts a
-// new segment first, so nothing is ever appended after a replayed tail.
-func (l *Log) Run(ctx context.Context) error {
-	defer l.close()
-	l.rotateOrDegrade()
-	var (
-		batch []*request
-		buf   []byte
-	)
-	reclaimTick := time.NewTicker(time.Second)
-	defer reclaimTick.Stop()
-	statsTick := time.NewTicker(l.opt.StatsInterval)
-	defer statsTick.Stop()
-	linger := time.NewTimer(time.Hour)
-	linger.Stop()
-	var (
-		last      Stats
-		lastBatch int // records in the last group commit
-	)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-statsTick.C:
-			if s := l.Stats(); s.Appended != last.Appended || s.Degraded || s.Reclaimed != last.Reclaimed {
-				l.logStats(ctx, s, last)
-				last = s
-			}
-			continue
-		case <-reclaimTick.C:
-			if err := l.reclaim(); err != nil {
-				l.log.WarnContext(ctx, "reclaim intake log", "err", err)
-			}
-			continue
-		case req := <-l.requests:
-			batch = append(batch[:0], req)
-		}
-		// Group commit: everything that is waiting now joins this write,
-		// and under concurrent load what arrives within Linger too.
-		var until <-chan time.Time
-		if l.opt.Linger > 0 && lastBatch > 1 {
-			linger.Reset(l.opt.Linger)
-			until = linger.C
-		}
-		batch = l.gather(batch, until)
-		linger.Stop() // since Go 1.23 a stopped timer's channel never delivers a stale tick
-		lastBatch = len(batch)
-		buf = buf[:0]
-		var oldest time.Time
-		for _, r := range batch {
-			buf = append(buf, r.payload...)
-			oldest = earlier(oldest, r.received)
-		}
-		mark, err := l.commit(buf, oldest, len(batch))
-		for _, r := range batch {
-			r.done <- result{mark, err}
-		}
-		clear(batch)
-	}
-}
-
-// gather adds to batch the requests waiting now and, until until fires
-// (nil: no wait), those that arrive, up to maxBatchBytes of records.
-func (l *Log) gather(batch []*request, until <-chan time.Time) []*request {
-	size := 0
-	for _, r := range batch {
-		size += len(r.payload)
-	}
-	for size < maxBatchBytes {
-		var req *request
-		if until != nil {
-			select {
-			case req = <-l.requests:
-			case <-until:
-				until = nil // take what is waiting now, then stop
-				continue
-			}
-		} else {
-			select {
-			case req = <-l.requests:
-			default:
-				return batch
-			}
-		}
-		batch = append(batch, req)
-		size += len(req.payload)
-	}
-	return batch
-}
-
-// commit writes and syncs buf to the current segment and returns its mark,
-// with one debt owed on it per record. On failure it never retries that
-// file: it opens a new segment and writes the batch there once; if that
-// fails too, the log is degraded until RetryInterval has passed.
-func (l *Log) commit(buf []byte, oldest time.Time, records int) (uint64, error) {
-	l.mu.Lock()
-	degraded := l.degraded
-	l.mu.Unlock()
-	if degraded != nil {
-		return 0, fmt.Errorf("%w: %w", ErrDegraded, degraded)
-	}
-	start := l.opt.NowFunc()
-	err := l.writeSync(buf)
-	if err != nil {
-		l.countFailure(err)
-		if err = l.rotate(); err == nil {
-			err = l.writeSync(buf)
-		}
-		if err != nil {
-			l.countFailure(err)
-			l.setDegraded(err)
-			return 0, fmt.Errorf("%w: %w", ErrDegraded, err)
-		}
-	}
-	took := l.opt.NowFunc().Sub(start)
-	if f := l.opt.ObserveSyncFunc; f != nil {
-		f(took)
-	}
-	l.mu.Lock()
-	cur := l.segments[len(l.segments)-1]
-	cur.size += int64(len(buf))
-	cur.oldest = earlier(cur.oldest, oldest)
-	l.total += int64(len(buf))
-	l.stats.Appended += int64(records)
-	l.stats.Syncs++
-	l.stats.Bytes += int64(len(buf))
-	l.stats.SyncTime += took
-	l.recentMax = max(l.recentMax, took)
-	cur.committed = l.opt.NowFunc()
-	cur.owed += int64(records)
-	mark := cur.index + 1
-	full := cur.size >= l.opt.SegmentBytes || cur.committed.Sub(cur.opened) >= l.opt.SegmentAge
-	l.mu.Unlock()
-	if full {
-		l.rotateOrDegrade()
-	}
-	return mark, nil
-}
-
-// rotateOrDegrade starts a new segment; if it cannot, the log is degraded.
-func (l *Log) rotateOrDegrade() {
-	if err := l.rotate(); err != nil {
-		l.setDegraded(err)
-	}
-}
-
-// writeSync writes buf to the current segment and syncs it.
-func (l *Log) writeSync(buf []byte) error {
-	l.mu.Lock()
-	cur := l.segments[len(l.segments)-1]
-	l.mu.Unlock()
-	if cur.file == nil {
-		return errors.New("no open segment")
-	}
-	if _, err := cur.file.Write(buf); err != nil {
-		return fmt.Errorf("write %s: %w", cur.path, err)
-	}
-	if err := cur.file.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", cur.path, err)
-	}
-	return nil
-}
-
-// rotate closes the current segment (keeping its file: what was synced in
-// it still counts) and opens a new one, syncing the directory so the new
-// file's name is durable too.
-func (l *Log) rotate() error {
-	l.mu.Lock()
-	var prev *segment
-	if n := len(l.segments); n > 0 {
-		prev = l.segments[n-1]
-	}
-	index := l.nextIndex
-	l.nextIndex++
-	l.mu.Unlock()
-	if prev != nil && prev.file != nil {
-		_ = prev.file.Close() // its data is synced, or its failure already reported
-		prev.file = nil
-	}
-	path := filepath.Join(l.dir, fmt.Sprintf("%016x.wal", index))
-	f, err := l.opt.FS.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return fmt.Errorf("open segment: %w", err)
-	}
-	if err := l.opt.FS.SyncDir(l.dir); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("sync %s: %w", l.dir, err)
-	}
-	l.mu.Lock()
-	l.segments = append(l.segments, &segment{index: index, path: path, file: f, opened: l.opt.NowFunc()})
-	l.mu.Unlock()
-	return nil
-}
-
-func (l *Log) countFailure(err error) {
-	l.mu.Lock()
-	l.stats.Failures++
-	l.mu.Unlock()
-	l.log.Error("intake log write failed", "err", err)
-}
-
-// setDegraded makes Append fail fast, and schedules a fresh try.
-func (l *Log) setDegraded(err error) {
-	l.mu.Lock()
-	already := l.degraded != nil
-	l.degraded = err
-	l.mu.Unlock()
-	if !already {
-		l.log.Error("intake log degraded: callbacks are not durable until it recovers", "err", err)
-	}
-	time.AfterFunc(l.opt.RetryInterval, l.recover)
-}
-
-// recover tries a new segment; on success the log writes again.
-func (l *Log) recover() {
-	l.mu.Lock()
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
-		return
-	}
-	if err := l.rotate(); err != nil {
-		l.setDegraded(err)
-		return
-	}
-	l.mu.Lock()
-	l.degraded = nil
-	l.mu.Unlock()
-	l.log.Info("intake log recovered")
-}
-
-// reclaim starts a new segment if the current one has held data for
-// SegmentAge with no commit to close it (a lull), so that it can go too,
-// then deletes the segments that may go (see drop). Run calls it every second.
-func (l *Log) reclaim() error {
-	l.mu.Lock()
-	var idle bool
-	if n := len(l.segments); n > 0 && l.degraded == nil {
-		cur := l.segments[n-1]
-		idle = cur.file != nil && cur.size > 0 && l.opt.NowFunc().Sub(cur.opened) >= l.opt.SegmentAge
-	}
-	l.mu.Unlock()
-	if idle {
-		l.rotateOrDegrade()
-	}
-	_, err := l.drop(false)
-	return err
-}
-
-// drop deletes the closed segments that may go, and reports the bytes
-// freed: each one on which nothing is owed (if it was there at Open, once
-// Replay has read them all), and any whose last commit is older than
-// KeepFor. The segment being written stays, unless final: Run has ended and
-// closed it.
-func (l *Log) drop(final bool) (int64, error) {
-	now := l.opt.NowFunc()
-	l.mu.Lock()
-	var drop []*segment
-	keep := l.segments[:0]
-	for i, s := range l.segments {
-		closed := s.file == nil && (i < len(l.segments)-1 || final)
-		settled := s.owed == 0 && (!s.replay || l.replayed)
-		if closed && (settled || l.aged(s, now)) {
-			drop = append(drop, s)
-			continue
-		}
-		keep = append(keep, s)
-	}
-	clear(l.segments[len(keep):]) // let the dropped go
-	l.segments = keep
-	l.mu.Unlock()
-	var freed int64
-	var errs []error
-	for _, s := range drop {
-		if err := l.opt.FS.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("wal: remove %s: %w", s.path, err))
-			continue
-		}
-		freed += s.size
-	}
-	l.mu.Lock()
-	l.total -= freed
-	l.stats.Reclaimed += int64(len(drop) - len(errs))
-	l.mu.Unlock()
-	return freed, errors.Join(errs...)
-}
-
-// aged reports whether s's last commit is older than KeepFor. Both times
-// carry a monotonic reading, so a stepped wall clock changes nothing; a
-// segment from before Open is as old as the time since Open at least.
-func (l *Log) aged(s *segment, now time.Time) bool {
-	if l.opt.KeepFor <= 0 {
-		return false
-	}
-	last := s.committed
-	if last.IsZero() {
-		last = l.openedAt
-	}
-	return now.Sub(last) > l.opt.KeepFor
-}
-
-// logStats logs what happened since last: the group commits, their mean
-// size, their mean and longest sync time, and what the log holds. Every
-// figure but the totals is for the interval, the longest sync too: one slow
-// sync long ago must not hide how the disk is doing now.
-func (l *Log) logStats(ctx context.Context, s, last Stats) {
-	l.mu.Lock()
-	longest := l.recentMax
-	l.recentMax = 0
-	l.mu.Unlock()
-	syncs := s.Syncs - last.Syncs
-	var perSync float64
-	var mean time.Duration
-	if syncs > 0 {
-		perSync = float64(s.Appended-last.Appended) / float64(syncs)
-		mean = (s.SyncTime - last.SyncTime) / time.Duration(syncs)
-	}
-	var held time.Duration // how much intake a crash now would replay
-	if !s.Oldest.IsZero() {
-		held = l.opt.NowFunc().Sub(s.Oldest).Round(time.Millisecond)
-	}
-	l.log.InfoContext(ctx, "intake log stats",
-		"appended", s.Appended, "syncs", s.Syncs, "per_sync", perSync, "sync_mean", mean, "sync_max", longest,
-		"bytes", s.Bytes, "on_disk", s.OnDisk, "held", held, "reclaimed", s.Reclaimed, "failures", s.Failures, "degraded", s.Degraded)
 }
 
 // Stats returns the counters.
@@ -931,3 +387,12 @@ func (l *Log) close() {
 
 // Close releases the directory's lock if Run never ran.
 func (l *Log) Close() { l.close() }
+
+// earlier returns the earlier of two receipt times, where the zero time
+// means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,159 @@
+package wal
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// segment is one file of the log.
+type segment struct {
+	index     uint64 // its records' mark is index+1: mark 0 is none
+	path      string
+	size      int64
+	oldest    time.Time // the oldest receipt in it; zero if none
+	opened    time.Time // when this process opened it for writing; zero for older ones
+	committed time.Time // the end of its last commit by this process; zero for older ones
+	file      File      // open while it is being written
+	replay    bool      // it was there at Open: it goes only once Replay has read it all
+	// owed counts the debts on its records not yet paid (see Owe): one per
+	// record when it is committed or replayed, then one per ID whose newest
+	// receipt one of them holds.
+	owed int64
+}
+
+// scan lists the segments, reads each to learn its size and oldest receipt,
+// counts the records it must skip, and cuts a torn tail off the last one.
+func (l *Log) scan() error {
+	entries, err := l.opt.FS.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("wal: read %s: %w", l.dir, err)
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".wal")
+		if !ok || e.IsDir() {
+			continue
+		}
+		index, err := strconv.ParseUint(name, 16, 64)
+		if err != nil {
+			continue // not ours
+		}
+		if !e.Type().IsRegular() {
+			return fmt.Errorf("wal: %s is named like a segment but is not a regular file (%v); remove it, or use another -wal-dir",
+				filepath.Join(l.dir, e.Name()), e.Type())
+		}
+		l.segments = append(l.segments, &segment{index: index, path: filepath.Join(l.dir, e.Name()), replay: true})
+	}
+	slices.SortFunc(l.segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
+	for i, s := range l.segments {
+		data, err := l.opt.FS.ReadFile(s.path)
+		if err != nil {
+			return fmt.Errorf("wal: read %s: %w", s.path, err)
+		}
+		sum, err := readRecords(data, nil)
+		if err != nil {
+			return err
+		}
+		s.size, s.oldest = int64(len(data)), sum.oldest
+		l.stats.Corrupt += int64(sum.corrupt)
+		if sum.corrupt > 0 {
+			l.log.Warn("skipped corrupt records", "segment", s.path, "count", sum.corrupt)
+		}
+		if tail := len(data) - sum.end; tail > 0 {
+			if i < len(l.segments)-1 {
+				// Not the last segment: no write was under way there, so
+				// these bytes are damage, not a torn write. Keep the file as
+				// it is; they are skipped like a corrupt record.
+				l.stats.Corrupt++
+				l.log.Warn("segment ends in bytes that are no record", "segment", s.path, "bytes", tail)
+			} else {
+				if err := l.opt.FS.Truncate(s.path, int64(sum.end)); err != nil {
+					return fmt.Errorf("wal: cut torn tail of %s: %w", s.path, err)
+				}
+				l.stats.TornBytes += int64(tail)
+				l.log.Warn("cut a torn record off the log", "segment", s.path, "bytes", tail)
+				s.size = int64(sum.end)
+			}
+		}
+		l.total += s.size
+		l.nextIndex = s.index + 1
+	}
+	l.replayed = len(l.segments) == 0
+	return nil
+}
+
+// reclaim starts a new segment if the current one has held data for
+// SegmentAge with no commit to close it (a lull), so that it can go too,
+// then deletes the segments that may go (see drop). Run calls it every second.
+func (l *Log) reclaim() error {
+	l.mu.Lock()
+	var idle bool
+	if n := len(l.segments); n > 0 && l.degraded == nil {
+		cur := l.segments[n-1]
+		idle = cur.file != nil && cur.size > 0 && l.opt.NowFunc().Sub(cur.opened) >= l.opt.SegmentAge
+	}
+	l.mu.Unlock()
+	if idle {
+		l.rotateOrDegrade()
+	}
+	_, err := l.drop(false)
+	return err
+}
+
+// drop deletes the closed segments that may go, and reports the bytes
+// freed: each one on which nothing is owed (if it was there at Open, once
+// Replay has read them all), and any whose last commit is older than
+// KeepFor. The segment being written stays, unless final: Run has ended and
+// closed it.
+func (l *Log) drop(final bool) (int64, error) {
+	now := l.opt.NowFunc()
+	l.mu.Lock()
+	var drop []*segment
+	keep := l.segments[:0]
+	for i, s := range l.segments {
+		closed := s.file == nil && (i < len(l.segments)-1 || final)
+		settled := s.owed == 0 && (!s.replay || l.replayed)
+		if closed && (settled || l.aged(s, now)) {
+			drop = append(drop, s)
+			continue
+		}
+		keep = append(keep, s)
+	}
+	clear(l.segments[len(keep):]) // let the dropped go
+	l.segments = keep
+	l.mu.Unlock()
+	var freed int64
+	var errs []error
+	for _, s := range drop {
+		if err := l.opt.FS.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("wal: remove %s: %w", s.path, err))
+			continue
+		}
+		freed += s.size
+	}
+	l.mu.Lock()
+	l.total -= freed
+	l.stats.Reclaimed += int64(len(drop) - len(errs))
+	l.mu.Unlock()
+	return freed, errors.Join(errs...)
+}
+
+// aged reports whether s's last commit is older than KeepFor. Both times
+// carry a monotonic reading, so a stepped wall clock changes nothing; a
+// segment from before Open is as old as the time since Open at least.
+func (l *Log) aged(s *segment, now time.Time) bool {
+	if l.opt.KeepFor <= 0 {
+		return false
+	}
+	last := s.committed
+	if last.IsZero() {
+		last = l.openedAt
+	}
+	return now.Sub(last) > l.opt.KeepFor
+}
