@@ -1,24 +1,5 @@
 package ingest
 
-// job is one lookup: an ID, the newest receipt that named it, and the
-// journal mark of the callback that carried that receipt.
-type job struct {
-	id   int64
-	at   stamp
-	mark uint64
-}
-
-// outcome is what a worker reports back for a job. requeue asks for the job
-// to be tried again (its worker panicked), with at as its receipt.
-// handed says the object was online and its sighting, with the job's debt,
-// went to the writer.
-type outcome struct {
-	id      int64
-	requeue bool
-	handed  bool
-	at      stamp
-}
-
 // coalescer is the dispatcher's bookkeeping: one entry per distinct ID that
 // waits for a worker or is being looked up, so the memory it holds is bounded
 // by the number of distinct IDs, however many callbacks repeat them. At

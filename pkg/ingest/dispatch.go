@@ -5,6 +5,25 @@ import (
 	"time"
 )
 
+// job is one lookup: an ID, the newest receipt that named it, and the
+// journal mark of the callback that carried that receipt.
+type job struct {
+	id   int64
+	at   stamp
+	mark uint64
+}
+
+// outcome is what a worker reports back for a job. requeue asks for the job
+// to be tried again (its worker panicked), with at as its receipt.
+// handed says the object was online and its sighting, with the job's debt,
+// went to the writer.
+type outcome struct {
+	id      int64
+	requeue bool
+	handed  bool
+	at      stamp
+}
+
 // dispatch feeds workers from the coalescer until intake is closed and all
 // work is done, or until ctx is cancelled. It owns the coalescer and closes
 // jobs when it returns, which tells the workers to stop. It hands out a job
@@ -105,14 +124,6 @@ func (p *Pipeline) replayRoom() int {
 		room = min(room, b)
 	}
 	return room
-}
-
-// work is one worker: it looks up each job it is handed and reports its
-// outcome, until the dispatcher closes jobs.
-func (p *Pipeline) work(ctx context.Context, jobs <-chan job, outcomes chan<- outcome, sightings chan<- sighting) {
-	for j := range jobs {
-		outcomes <- p.process(ctx, j, sightings)
-	}
 }
 
 // abandon counts and logs what a cancelled drain leaves undone, then

@@ -261,3 +261,23 @@ func (l *limiter) snapshot() (limit, inFlight int) {
 	l.tick()
 	return int(l.limit), l.inFlight
 }
+
+// permit is a worker's hold on one of the limiter's permits.
+type permit struct {
+	lim  *limiter
+	held bool
+}
+
+func (pm *permit) acquire(ctx context.Context) error {
+	err := pm.lim.acquire(ctx)
+	pm.held = err == nil
+	return err
+}
+
+// release gives the permit back, if held, with what its request said.
+func (pm *permit) release(s signal, retryAfter time.Duration) {
+	if pm.held {
+		pm.held = false
+		pm.lim.release(s, retryAfter)
+	}
+}

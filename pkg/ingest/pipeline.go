@@ -8,12 +8,15 @@
 // The goroutines, what they pass each other, and the files they live in:
 //
 //	Enqueue ──receipts──▶ dispatcher ──jobs──▶ N workers ──sightings──▶ writer ──▶ Upserter
-//	(pipeline.go)          (dispatch.go)  ▲     (worker.go)   │            (batch.go)
+//	(pipeline.go)          (dispatch.go)  ▲     (worker.go)   │            (writer.go)
 //	                                      └────outcomes───────┘
 //
 // The dispatcher alone owns the coalescing state (coalesce.go: which IDs
 // wait, which are in flight), the writer alone owns the unwritten rows, so
-// neither needs a lock. Run starts them all and returns when all have stopped.
+// neither needs a lock. A worker holds a permit of the adaptive limit
+// (limit.go) for each upstream request. Run starts them all and returns when
+// all have stopped. Options are in options.go, what the pipeline reports
+// (stats, gauges) in stats.go.
 //
 // One time travels with every ID: the receipt time of the newest callback
 // that named it, called received throughout. It becomes the row's last_seen.
@@ -102,102 +105,10 @@ func (r refusal) Error() string { return string(r) }
 // Temporary reports true: the sender should come back later.
 func (refusal) Temporary() bool { return true }
 
-// The defaults of Options. The service's flags use them too.
-const (
-	DefaultWorkers           = 12_000
-	DefaultMinLookups        = 64
-	DefaultQueueSize         = 1024
-	DefaultMaxWaiting        = 1_000_000
-	DefaultBatchSize         = 1000
-	DefaultFlushInterval     = 100 * time.Millisecond
-	DefaultDBTimeout         = 5 * time.Second
-	DefaultTTL               = 30 * time.Second
-	DefaultRetryBase         = 100 * time.Millisecond
-	DefaultRetryMax          = 5 * time.Second
-	DefaultWriteRetryMax     = time.Second
-	DefaultFinalFlushTimeout = 5 * time.Second
-	DefaultStatsInterval     = 10 * time.Second
-)
-
 // fullWait is how long a callback held only in memory waits for room in the
 // receipts buffer before ErrFull: long enough to ride out the dispatcher's
 // moment behind, short against the sender's 1 s.
 const fullWait = 250 * time.Millisecond
-
-// Options tunes a Pipeline. A zero or negative field takes its Default.
-type Options struct {
-	// Workers is the size of the fixed pool of lookup workers, and so the
-	// ceiling of the adaptive limit on upstream requests in flight.
-	Workers int
-	// MinLookups is the floor of that limit, where it starts and which no
-	// overload pushes it below.
-	MinLookups int
-	QueueSize  int // callbacks buffered before Enqueue says ErrFull
-	MaxWaiting int // distinct IDs waiting for a worker before Enqueue says ErrFull
-
-	// NowFunc is the limiter's clock; tests replace it. Nil means time.Now.
-	NowFunc func() time.Time
-
-	// ObserveLookupFunc, if set, is told how long each upstream request
-	// took, and ObserveWriteFunc how long each batch upsert took (metrics).
-	ObserveLookupFunc, ObserveWriteFunc func(time.Duration)
-
-	// Journal, if set, makes every callback durable before Enqueue returns.
-	// Nil keeps callbacks in memory only: a crash loses what is not written.
-	Journal Journal
-
-	BatchSize     int           // rows per upsert
-	FlushInterval time.Duration // longest wait of a partial batch
-	DBTimeout     time.Duration // bound of one upsert
-
-	// TTL is how long a sighting matters: a lookup is retried until its
-	// receipt time is older than TTL, because by then its row would be
-	// deleted anyway.
-	TTL time.Duration
-
-	// RetryBase and RetryMax bound the exponential backoff of failed lookups
-	// and writes.
-	RetryBase, RetryMax time.Duration
-	// WriteRetryMax caps the backoff of failed writes, below RetryMax: the
-	// writer is one statement, so retrying it every second costs nothing,
-	// and once the database is back (a failover, a restart) the rows go
-	// within that second instead of up to RetryMax later.
-	WriteRetryMax time.Duration
-	// FinalFlushTimeout bounds the last write attempt after Run's context is
-	// cancelled.
-	FinalFlushTimeout time.Duration
-	// StatsInterval is how often a summary is logged when anything happened.
-	StatsInterval time.Duration
-}
-
-func (o *Options) setDefaults() {
-	def := func(p *int, v int) {
-		if *p <= 0 {
-			*p = v
-		}
-	}
-	defd := func(p *time.Duration, v time.Duration) {
-		if *p <= 0 {
-			*p = v
-		}
-	}
-	def(&o.Workers, DefaultWorkers)
-	def(&o.MinLookups, DefaultMinLookups)
-	def(&o.QueueSize, DefaultQueueSize)
-	def(&o.MaxWaiting, DefaultMaxWaiting)
-	def(&o.BatchSize, DefaultBatchSize)
-	defd(&o.FlushInterval, DefaultFlushInterval)
-	defd(&o.DBTimeout, DefaultDBTimeout)
-	defd(&o.TTL, DefaultTTL)
-	defd(&o.RetryBase, DefaultRetryBase)
-	defd(&o.RetryMax, DefaultRetryMax)
-	defd(&o.WriteRetryMax, DefaultWriteRetryMax)
-	defd(&o.FinalFlushTimeout, DefaultFinalFlushTimeout)
-	defd(&o.StatsInterval, DefaultStatsInterval)
-	if o.NowFunc == nil {
-		o.NowFunc = time.Now
-	}
-}
 
 // receipt is one accepted callback on its way to the dispatcher, with its
 // journal record's mark, on which it holds a debt (0: none).
@@ -263,7 +174,7 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 		restores: make(chan receipt),
 		closing:  make(chan struct{}),
 		finished: make(chan struct{}),
-		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.TTL, opt.NowFunc),
+		lim:      newLimiter(opt.MinLookups, opt.Workers, opt.TTL, time.Now),
 		epoch:    time.Now(),
 	}
 	p.oldestQueued.Store(none)
@@ -444,34 +355,6 @@ func (p *Pipeline) Accepting() bool {
 	return !p.closed
 }
 
-// Lookups returns the adaptive limit and the upstream requests in flight.
-func (p *Pipeline) Lookups() (limit, inFlight int) { return p.lim.snapshot() }
-
-// Waiting returns the distinct IDs waiting for a lookup.
-func (p *Pipeline) Waiting() int { return int(p.nWaiting.Load()) }
-
-// OldestUnwritten returns the receipt time of the oldest callback whose IDs
-// are still waiting, being looked up or waiting to be written, or the zero
-// time if there is none; for the rows waiting to be written, the moment the
-// writer last started holding rows, if earlier: newer callbacks refresh a
-// row's receipt time, and through a database outage the receipt times alone
-// would stay young while rows go unwritten. It is refreshed every second or
-// so.
-func (p *Pipeline) OldestUnwritten() time.Time {
-	oldest := min(p.oldestQueued.Load(), p.oldestRow.Load())
-	if oldest == none {
-		return time.Time{}
-	}
-	// On the monotonic clock: what callers measure from it is too.
-	return p.epoch.Add(time.Duration(oldest))
-}
-
-// WritesBehind reports whether the writer holds rows that a failed write
-// could not store yet. The sweeper pauses meanwhile: those rows carry newer
-// receipt times than the table, and deleting by the table's older times would
-// drop objects that were in fact seen.
-func (p *Pipeline) WritesBehind() bool { return p.behind.Load() }
-
 // Run does the work until Close has been called and everything enqueued
 // before it is written. Cancelling ctx abandons what is left: lookups stop,
 // one last write of the rows already looked up is tried, and Run returns an
@@ -501,51 +384,4 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return fmt.Errorf("ingest: drain cut short, %d ids abandoned: %w", n, context.Cause(ctx))
 	}
 	return nil
-}
-
-// Stats is a snapshot of the pipeline's counters since New.
-type Stats struct {
-	Accepted  int64 // IDs enqueued, duplicates included
-	Lookups   int64 // successful lookups
-	Online    int64 // lookups that found the object online
-	Written   int64 // rows written (after coalescing)
-	Retries   int64 // failed lookups that were tried again
-	Rejected  int64 // lookups the upstream refused for good
-	GaveUp    int64 // lookups abandoned because their receipt outlived the TTL
-	Expired   int64 // rows not written before their receipt outlived the TTL (a database outage)
-	Panics    int64 // panics recovered in workers or the writer
-	Abandoned int64 // IDs not written because Run's context was cancelled
-	WriteErrs int64 // failed batch writes (the rows were kept and retried)
-	Restored  int64 // distinct IDs of callbacks replayed from the journal
-	// NotDurable counts callbacks accepted in memory only because the
-	// journal failed: a crash before they are written would lose them.
-	NotDurable int64
-}
-
-type counters struct {
-	accepted, lookups, online, written, retries, rejected, gaveUp, expired, panics, abandoned, writeErrs,
-	restored, notDurable atomic.Int64
-}
-
-// Stats returns the current counters.
-func (p *Pipeline) Stats() Stats {
-	c := &p.stats
-	return Stats{
-		Accepted: c.accepted.Load(), Lookups: c.lookups.Load(), Online: c.online.Load(),
-		Written: c.written.Load(), Retries: c.retries.Load(), Rejected: c.rejected.Load(),
-		GaveUp: c.gaveUp.Load(), Expired: c.expired.Load(), Panics: c.panics.Load(), Abandoned: c.abandoned.Load(),
-		WriteErrs: c.writeErrs.Load(), Restored: c.restored.Load(), NotDurable: c.notDurable.Load(),
-	}
-}
-
-func (p *Pipeline) logStats(ctx context.Context, waiting, inFlight int) {
-	s := p.Stats()
-	limit, requests := p.lim.snapshot()
-	p.log.InfoContext(ctx, "pipeline stats",
-		"accepted", s.Accepted, "waiting", waiting, "in_flight", inFlight,
-		"requests", requests, "limit", limit,
-		"lookups", s.Lookups, "online", s.Online, "written", s.Written,
-		"retries", s.Retries, "rejected", s.Rejected, "gave_up", s.GaveUp, "expired", s.Expired,
-		"write_errors", s.WriteErrs, "panics", s.Panics, "abandoned", s.Abandoned,
-		"restored", s.Restored, "not_durable", s.NotDurable)
 }

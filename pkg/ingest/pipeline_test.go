@@ -471,7 +471,7 @@ func TestWriterKeepsNewestPerID(t *testing.T) {
 }
 
 // Writes resume within a second of the database coming back, however long
-// it was down: the write backoff is capped at WriteRetryMax. (Before, it
+// it was down: the write backoff is capped at writeRetryMax. (Before, it
 // shared the lookups' 5 s cap.)
 func TestWritesResumeWithinASecond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

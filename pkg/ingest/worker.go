@@ -8,6 +8,14 @@ import (
 	"time"
 )
 
+// work is one worker: it looks up each job it is handed and reports its
+// outcome, until the dispatcher closes jobs.
+func (p *Pipeline) work(ctx context.Context, jobs <-chan job, outcomes chan<- outcome, sightings chan<- sighting) {
+	for j := range jobs {
+		outcomes <- p.process(ctx, j, sightings)
+	}
+}
+
 // process looks one job up, retrying as needed, and sends an online object to
 // the writer as a sighting. It holds the permit the dispatcher took for the
 // first request. A panic (a bug in a Source, say) is recovered here and the
@@ -128,11 +136,11 @@ func permanent(err error) bool {
 }
 
 // backoff returns the wait before retry number attempt (1-based): exponential
-// from RetryBase, capped at RetryMax, with "equal jitter" (a uniform pick in
+// from retryBase, capped at retryMax, with "equal jitter" (a uniform pick in
 // the upper half) so workers that failed together do not retry together. A
 // Retry-After from the upstream wins when it asks for longer.
 func (p *Pipeline) backoff(attempt int, err error) time.Duration {
-	d := backoff(p.opt.RetryBase, p.opt.RetryMax, attempt)
+	d := backoff(retryBase, retryMax, attempt)
 	var e interface{ RetryAfter() time.Duration }
 	if errors.As(err, &e) && e.RetryAfter() > d {
 		d = min(e.RetryAfter(), p.opt.TTL)
@@ -159,25 +167,5 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
-	}
-}
-
-// permit is a worker's hold on one of the limiter's permits.
-type permit struct {
-	lim  *limiter
-	held bool
-}
-
-func (pm *permit) acquire(ctx context.Context) error {
-	err := pm.lim.acquire(ctx)
-	pm.held = err == nil
-	return err
-}
-
-// release gives the permit back, if held, with what its request said.
-func (pm *permit) release(s signal, retryAfter time.Duration) {
-	if pm.held {
-		pm.held = false
-		pm.lim.release(s, retryAfter)
 	}
 }

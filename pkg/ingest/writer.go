@@ -47,7 +47,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 			failures++
 			p.behind.Store(true)
 			p.stats.writeErrs.Add(1)
-			wait := backoff(p.opt.RetryBase, p.opt.WriteRetryMax, failures)
+			wait := backoff(retryBase, writeRetryMax, failures)
 			p.log.WarnContext(ctx, "write failed, keeping rows for retry",
 				"count", len(unwritten), "attempt", failures, "wait", wait, "err", err)
 			retry = time.After(wait)
@@ -117,7 +117,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 
 	// Run's context is cancelled (the drain timeout ran out): one last try on
 	// a context of its own, so rows already looked up are not thrown away.
-	last, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opt.FinalFlushTimeout)
+	last, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
 	defer cancel()
 	if err := p.flush(last, unwritten); err != nil {
 		p.stats.abandoned.Add(int64(len(unwritten)))
