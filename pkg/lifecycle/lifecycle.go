@@ -1,5 +1,6 @@
-// Package lifecycle starts the service's long-running parts in dependency
-// order and stops them in reverse, whatever made the service stop: a signal,
+// Package lifecycle starts the service's parts in dependency order, the
+// long-running ones and the one-shot steps (Once) between them, and stops
+// them in reverse, whatever made the service stop: a signal,
 // a part that failed, a test that cancelled its context. It is River's
 // startstop cut down to what main needs: a goroutine per part, owned by the
 // Group, with one way to start it and one to stop it. It does not restart
@@ -26,6 +27,10 @@ type Part struct {
 	// ctx: Shutdown for an HTTP server, Close for a queue. Without Drain,
 	// stopping the part cancels Run's context.
 	Drain func(ctx context.Context) error
+	// Once marks a step that ends when its work is done (apply the schema,
+	// replay the log) rather than when it is stopped: its Run returning nil
+	// does not close Ended. An error still does.
+	Once bool
 }
 
 // Group runs parts. The zero value is not usable; call New.
@@ -69,14 +74,16 @@ func (g *Group) Start(ctx context.Context, p Part) {
 	g.mu.Unlock()
 	go func() {
 		defer close(r.done)
-		defer g.endedOnce.Do(func() { close(g.ended) })
 		r.err = r.Run(ctx)
+		if !p.Once || r.err != nil {
+			g.endedOnce.Do(func() { close(g.ended) })
+		}
 	}()
 }
 
-// Ended is closed as soon as any part's Run has returned, which before Stop
-// means a part gave up on its own (a listener died, say) and the service
-// should stop.
+// Ended is closed as soon as any part's Run has returned, except a Once
+// step's that succeeded. Before Stop that means a part gave up on its own (a
+// listener died, say) and the service should stop.
 func (g *Group) Ended() <-chan struct{} { return g.ended }
 
 // Stop stops the parts in the reverse order of Start, each only once the

@@ -104,6 +104,36 @@ func TestEndedOnFailure(t *testing.T) {
 	})
 }
 
+// A Once step that finishes does not end the group; one that fails does.
+func TestOnceStep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := lifecycle.New(logtest.Discard())
+		done := make(chan struct{})
+		g.Start(t.Context(), lifecycle.Part{Name: "schema", Once: true, Run: func(context.Context) error {
+			defer close(done)
+			time.Sleep(time.Second)
+			return nil
+		}})
+		<-done
+		synctest.Wait()
+		select {
+		case <-g.Ended():
+			t.Fatal("Ended closed after a Once step succeeded")
+		default:
+		}
+		boom := errors.New("cannot read the log")
+		g.Start(t.Context(), lifecycle.Part{Name: "replay", Once: true, Run: func(context.Context) error { return boom }})
+		select {
+		case <-g.Ended():
+		case <-time.After(time.Minute):
+			t.Fatal("Ended not closed after a Once step failed")
+		}
+		if err := g.Stop(t.Context()); err == nil || err.Error() != "replay: cannot read the log" {
+			t.Errorf("Stop = %v, want %q", err, "replay: cannot read the log")
+		}
+	})
+}
+
 // The parent context's cancellation (a signal) does not stop a part: only
 // Stop does, in order.
 func TestParentCancelDoesNotStopParts(t *testing.T) {

@@ -182,6 +182,11 @@ func (c *Client) logRedirect(ctx context.Context, e *StatusError) {
 		"status", e.Code, "location", e.Location, "every", redirectLogEvery.String())
 }
 
+// Close releases the client's idle connections (up to conns of them). A
+// lookup still in flight closes its own when it ends; one made after Close
+// still works, on a connection of its own.
+func (c *Client) Close() { c.pool.close() }
+
 // Online reports whether object id is online: Fetch for callers that need
 // only that, such as the ingest pipeline.
 func (c *Client) Online(ctx context.Context, id int64) (bool, error) {

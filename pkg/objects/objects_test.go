@@ -578,3 +578,31 @@ func TestPoolBasePath(t *testing.T) {
 		t.Errorf("Fetch = %+v, %v; want object 7 offline", got, err)
 	}
 }
+
+// Close releases the pooled connection: the upstream sees it closed.
+func TestClientClose(t *testing.T) {
+	closed := make(chan struct{})
+	srv := httptest.NewUnstartedServer(answer(http.StatusOK, `{"id":1,"online":true}`))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			close(closed)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := objects.New(srv.URL, 4, 5*time.Second, nil)
+	if _, err := c.Fetch(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+		t.Fatal("the connection closed before Close")
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.Close()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream still holds the connection 5 s after Close")
+	}
+}

@@ -28,8 +28,9 @@ type pool struct {
 	dialer  net.Dialer
 	maxIdle int
 
-	mu   sync.Mutex
-	idle []*conn // guarded by mu; the most recently used last, so old ones age out
+	mu     sync.Mutex
+	idle   []*conn // guarded by mu; the most recently used last, so old ones age out
+	closed bool    // guarded by mu; put closes what it is given
 }
 
 // conn is one pooled connection. Only the goroutine that took it from the
@@ -338,7 +339,7 @@ func (p *pool) put(cn *conn) {
 		drop = append(drop, p.idle[0])
 		p.idle = p.idle[1:]
 	}
-	if len(p.idle) < p.maxIdle {
+	if len(p.idle) < p.maxIdle && !p.closed {
 		p.idle = append(p.idle, cn)
 	} else {
 		drop = append(drop, cn)
@@ -346,5 +347,17 @@ func (p *pool) put(cn *conn) {
 	p.mu.Unlock()
 	for _, d := range drop {
 		_ = d.nc.Close()
+	}
+}
+
+// close closes the idle connections, and from then on every connection put
+// back.
+func (p *pool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, cn := range idle {
+		_ = cn.nc.Close()
 	}
 }
