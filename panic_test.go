@@ -20,11 +20,10 @@ import (
 
 	"callback/objectsource/sim"
 	"callback/pkg/callback"
+	"callback/pkg/config"
 	"callback/pkg/ingest"
 	"callback/pkg/logtest"
-	"callback/pkg/objects"
 	"callback/pkg/pgtest"
-	"callback/pkg/store"
 )
 
 // Panics in the real wiring: a panic after a callback was enqueued must
@@ -172,7 +171,7 @@ type panicRig struct {
 	runDone  chan error         // Run's result
 }
 
-// newPanicRig wires the service's parts as run does. wrapSource, if set, wraps
+// newPanicRig builds the service with newService, as run does. wrapSource, if set, wraps
 // the real objects client; panicIf, if set, makes the handler's Enqueuer
 // panic after enqueueing the callbacks it picks. The pipeline's Run goroutine
 // is stopped at cleanup if the test did not stop it.
@@ -181,30 +180,31 @@ func newPanicRig(t *testing.T, wrapSource func(ingest.Source) ingest.Source, pan
 	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	pool, err := pgxpool.New(context.Background(), pgtest.NewDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	db := store.New(pool)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := db.EnsureSchema(ctx); err != nil {
-		t.Fatal(err)
-	}
-
 	up := &sim.Upstream{MinLatency: 5 * time.Millisecond, MaxLatency: 50 * time.Millisecond}
 	upSrv := httptest.NewServer(up)
 	t.Cleanup(upSrv.Close)
-	var src ingest.Source = objects.New(upSrv.URL, 8, 5*time.Second, nil)
-	if wrapSource != nil {
-		src = wrapSource(src)
+	cfg, err := config.Load([]string{"-src", upSrv.URL, "-db", pgtest.NewDB(t), "-wal-dir", "",
+		"-workers", "8", "-min-lookups", "8", "-flush-interval", "20ms", "-ttl", "30s"},
+		func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
 	}
-	pipe := ingest.New(log, src, db, ingest.Options{Workers: 8, FlushInterval: 20 * time.Millisecond, TTL: 30 * time.Second})
+	svc, err := newService(t.Context(), cfg, log, wrap{
+		source:   wrapSource,
+		enqueuer: func(q callback.Enqueuer) callback.Enqueuer { return &panicEnqueuer{next: q, PanicFunc: panicIf} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := svc.db.EnsureSchema(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pipe, pool := svc.pipe, svc.pool
 
-	mux := http.NewServeMux()
-	mux.Handle("/callback", callback.NewHandler(log, &panicEnqueuer{next: pipe, PanicFunc: panicIf}))
-	srv := httptest.NewServer(callback.Recover(log, mux))
+	srv := httptest.NewServer(svc.srv.Handler)
 	t.Cleanup(srv.Close)
 	client := srv.Client()
 	client.Timeout = 5 * time.Second

@@ -63,6 +63,10 @@ type Config struct {
 	IdleTimeout   time.Duration // how long a kept-alive connection may idle
 	StatsInterval time.Duration // how often the pipeline stats line is logged
 	LogLevel      slog.Level
+
+	// Commands: each makes the binary do one thing instead of serving.
+	Version     bool   // print the version and exit
+	Healthcheck string // GET this URL and exit 0 only if it answers 200
 }
 
 // setting is one row of the table. field binds it to its Config field, whose
@@ -75,6 +79,7 @@ type setting struct {
 	usage     string
 	secret    bool // masked in -h and in logs
 	zeroOK    bool // 0 is allowed (an int or duration must be positive otherwise)
+	command   bool // a command, not a setting: no environment variable, not in the log line
 	field     func(*Config) any
 	check     func(*Config) error
 }
@@ -184,6 +189,12 @@ var settings = []setting{
 	{flag: "log-level", env: "LOG_LEVEL", def: slog.LevelInfo, unit: "level",
 		usage: "log level: debug, info, warn or error",
 		field: func(c *Config) any { return &c.LogLevel }},
+	{flag: "version", def: false, unit: "", command: true,
+		usage: "print the module version and VCS revision, and exit",
+		field: func(c *Config) any { return &c.Version }},
+	{flag: "healthcheck", def: "", unit: "URL", command: true,
+		usage: "GET the URL and exit 0 if it answers 200 within 2 s, 1 otherwise, without serving: the container's probe, on an image with no shell or curl",
+		field: func(c *Config) any { return &c.Healthcheck }},
 }
 
 // Load parses args (without the program name) over the environment read by
@@ -203,7 +214,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		}
 		// The environment replaces the default, so -h shows the value that
 		// would be used.
-		if e := getenv(s.env); e != "" {
+		if e := getenv(s.env); s.env != "" && e != "" {
 			if err := v.Set(e); err != nil {
 				errs = append(errs, fmt.Errorf("env %s: %w", s.env, err))
 			}
@@ -239,6 +250,10 @@ func usage(fs *flag.FlagSet) {
 	fmt.Fprintln(w, "environment, which beats .env, which beats the default.")
 	fmt.Fprintln(w)
 	for _, s := range settings {
+		if s.command {
+			fmt.Fprintf(w, "  -%s %s\t%s\n", s.flag, s.unit, s.usage)
+			continue
+		}
 		fmt.Fprintf(w, "  -%s %s\t%s (env %s) (default %s)\n", s.flag, s.unit, s.usage, s.env, orNone(fs.Lookup(s.flag).Value.String()))
 	}
 	_ = w.Flush() // nowhere to report a failed write of the usage
@@ -267,6 +282,9 @@ func (s setting) validate(c *Config) error {
 func (c Config) LogValue() slog.Value {
 	attrs := make([]slog.Attr, 0, len(settings))
 	for _, s := range settings {
+		if s.command {
+			continue
+		}
 		v := value{p: s.field(&c), secret: s.secret}
 		attrs = append(attrs, slog.String(strings.ReplaceAll(s.flag, "-", "_"), v.String()))
 	}
@@ -281,11 +299,14 @@ func MarkdownTable() string {
 		var c Config
 		v := value{p: s.field(&c)}
 		_ = v.Set(fmt.Sprint(s.def)) // checked by Load
-		def := "none"
-		if v.String() != "" {
+		def, env := "none", "none"
+		if v.String() != "" && !s.command {
 			def = "`" + v.String() + "`"
 		}
-		fmt.Fprintf(&b, "| `-%s` | `%s` | %s | %s | %s |\n", s.flag, s.env, def, s.unit, s.usage)
+		if s.env != "" {
+			env = "`" + s.env + "`"
+		}
+		fmt.Fprintf(&b, "| `-%s` | %s | %s | %s | %s |\n", s.flag, env, def, s.unit, s.usage)
 	}
 	return b.String()
 }
@@ -300,7 +321,7 @@ func orNone(s string) string {
 
 // value is a flag.Value over one Config field.
 type value struct {
-	p      any  // *string, *int, *time.Duration or *slog.Level
+	p      any  // *string, *int, *time.Duration, *slog.Level or *bool
 	secret bool // String masks a password
 }
 
@@ -319,6 +340,8 @@ func (v value) String() string {
 		return p.String()
 	case *slog.Level:
 		return strings.ToLower(p.String())
+	case *bool:
+		return strconv.FormatBool(*p)
 	}
 	panic(fmt.Sprintf("config: no value for %T", v.p))
 }
@@ -343,11 +366,20 @@ func (v value) Set(s string) error {
 		if err := p.UnmarshalText([]byte(s)); err != nil {
 			return fmt.Errorf("log level %q: want debug, info, warn or error", s)
 		}
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		*p = b
 	default:
 		panic(fmt.Sprintf("config: no value for %T", v.p))
 	}
 	return nil
 }
+
+// IsBoolFlag lets a bool be given as -version, with no value.
+func (v value) IsBoolFlag() bool { _, ok := v.p.(*bool); return ok }
 
 // maskPassword hides the password of a URL-form connection string. A
 // key=value DSN is hidden whole, since it cannot be parsed safely here.
