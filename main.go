@@ -1,7 +1,7 @@
 // Command callback receives object-ID callbacks over HTTP, looks every object
 // up in the object service and keeps a PostgreSQL table of the objects that
 // are online, each with the time it was last seen. Rows not seen for the TTL
-// are deleted. Run with -h for the flags; see README.md for the design.
+// are deleted. Run with -h for the flags; see README.md and docs/ for the design.
 package main
 
 import (

@@ -1,7 +1,7 @@
 // Package config reads the service's settings from flags and the environment.
 // Every setting is one row of a table (settings, below): its flag, its
 // environment variable, its default, its unit and what it means. -h, the
-// startup log line, the validation and the README's flag table are all made
+// startup log line, the validation and the flag table of docs/operating.md are all made
 // from that table, so a setting is written down once.
 //
 // A flag beats an environment variable, which beats the built-in default.
@@ -75,7 +75,7 @@ type Config struct {
 type setting struct {
 	flag, env string
 	def       any    // the default, of the field's type
-	unit      string // what the value counts or is, for -h and the README
+	unit      string // what the value counts or is, for -h and docs/operating.md
 	usage     string
 	secret    bool // masked in -h and in logs
 	zeroOK    bool // 0 is allowed (an int or duration must be positive otherwise)
@@ -291,7 +291,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(attrs...)
 }
 
-// MarkdownTable is the README's flag table, made from the settings.
+// MarkdownTable is the flag table of docs/operating.md, made from the settings.
 func MarkdownTable() string {
 	var b strings.Builder
 	b.WriteString("| flag | env | default | unit | meaning |\n|---|---|---|---|---|\n")

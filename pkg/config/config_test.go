@@ -438,13 +438,13 @@ func TestHelpHidesDatabasePassword(t *testing.T) {
 	}
 }
 
-var update = flag.Bool("update", false, "rewrite the flag table in README.md from the settings")
+var update = flag.Bool("update", false, "rewrite the flag table in docs/operating.md from the settings")
 
-// TestREADMEFlagTable keeps the README's flag table equal to the one the
+// TestFlagTable keeps the flag table of docs/operating.md equal to the one the
 // settings make. After changing a setting: go test ./pkg/config -update
-func TestREADMEFlagTable(t *testing.T) {
+func TestFlagTable(t *testing.T) {
 	const (
-		path  = "../../README.md"
+		path  = "../../docs/operating.md"
 		begin = "<!-- flags: made by `go test ./pkg/config -update`; do not edit -->\n"
 		end   = "<!-- end of flags -->"
 	)
@@ -456,14 +456,14 @@ func TestREADMEFlagTable(t *testing.T) {
 	before, rest, ok1 := strings.Cut(readme, begin)
 	table, after, ok2 := strings.Cut(rest, end)
 	if !ok1 || !ok2 {
-		t.Fatalf("README.md lacks the markers %q and %q around the flag table", begin, end)
+		t.Fatalf("docs/operating.md lacks the markers %q and %q around the flag table", begin, end)
 	}
 	want := config.MarkdownTable()
 	if table == want {
 		return
 	}
 	if !*update {
-		t.Fatalf("README.md's flag table is out of date; run: go test ./pkg/config -update\ngot:\n%s\nwant:\n%s", table, want)
+		t.Fatalf("docs/operating.md's flag table is out of date; run: go test ./pkg/config -update\ngot:\n%s\nwant:\n%s", table, want)
 	}
 	if err := os.WriteFile(path, []byte(before+begin+want+end+after), 0o644); err != nil {
 		t.Fatal(err)

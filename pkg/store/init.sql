@@ -9,7 +9,7 @@
 -- There is deliberately no index on last_seen: every callback rewrites
 -- last_seen, and an index on it would turn each of those updates into a
 -- non-HOT update that writes two index entries and bloats both indexes. The
--- sweeper's sequential scan of a table this size costs less (see README,
+-- sweeper's sequential scan of a table this size costs less (see docs/design.md,
 -- "Why no index on last_seen"). fillfactor 70 leaves room on each page so the
 -- updates stay HOT.
 CREATE TABLE IF NOT EXISTS objects (
