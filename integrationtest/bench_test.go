@@ -180,7 +180,7 @@ func TestBenchFreshIDs(t *testing.T) {
 	t.Logf("BENCH fresh receipt_to_row (0.5 s polling) %s", rowLatency(l, firstSeen))
 	series := statsSeries(svc.logs.String())
 	writeChart(t, "fresh-limit.svg", lineChart("4,000 new IDs/s: upstream requests in flight and the limit, per second",
-		[]line{{"requests", series["requests"]}, {"limit", series["limit"]}, {"waiting", series["waiting"]}}))
+		[]line{{"requests", series["lookups_in_flight"]}, {"limit", series["lookup_limit"]}, {"waiting", series["ids_waiting"]}}))
 	writeChart(t, "fresh-rss.svg", lineChart("4,000 new IDs/s: service RSS (MiB), per second", []line{{"rss", ints(curve)}}))
 }
 
@@ -244,9 +244,9 @@ func TestBenchCappedUpstream(t *testing.T) {
 		len(l.named()), checked, took.Round(100*time.Millisecond), requests, refused,
 		100*float64(refused)/float64(max(requests, 1)), up.MaxInFlight())
 	series := statsSeries(svc.logs.String())
-	t.Logf("BENCH capped per second: limit %v requests %v", series["limit"], series["requests"])
+	t.Logf("BENCH capped per second: limit %v requests %v", series["lookup_limit"], series["lookups_in_flight"])
 	writeChart(t, "capped-limit.svg", lineChart("Upstream capped at 400: requests in flight and the limit, per second",
-		[]line{{"requests", series["requests"]}, {"limit", series["limit"]}}))
+		[]line{{"requests", series["lookups_in_flight"]}, {"limit", series["lookup_limit"]}}))
 }
 
 // TestBenchFlatOut: 50 senders posting as fast as they are answered over
@@ -393,7 +393,7 @@ func rowLatency(l *ledger, seen map[int64]map[time.Time]time.Time) string {
 // statsSeries reads the service's per-second stats lines into series by key.
 func statsSeries(logs string) map[string][]float64 {
 	out := map[string][]float64{}
-	re := regexp.MustCompile(`"(waiting|requests|limit)":(\d+)`)
+	re := regexp.MustCompile(`"(ids_waiting|lookups_in_flight|lookup_limit)":(\d+)`)
 	for ln := range strings.Lines(logs) {
 		if !strings.Contains(ln, `"msg":"pipeline stats"`) {
 			continue

@@ -30,6 +30,16 @@ type Enqueuer interface {
 	Enqueue(ctx context.Context, ids []int64, received time.Time) error
 }
 
+// What the handler asks of an error, anywhere in its chain (errors.As).
+type (
+	// temporaryError is an Enqueue error that means "not now": either way
+	// the sender gets 503 and Retry-After, but only any other error is
+	// logged as a bug. pkg/ingest's refusals answer true.
+	temporaryError interface{ Temporary() bool }
+	// timeoutError is a body read that ran out of time: 408.
+	timeoutError interface{ Timeout() bool }
+)
+
 // Handler serves POST /callback.
 type Handler struct {
 	log *slog.Logger
@@ -113,7 +123,7 @@ func refused(err error) error {
 		header: http.Header{"Retry-After": {"1"}},
 		log:    "enqueue callback", level: slog.LevelError, err: err,
 	}
-	var t interface{ Temporary() bool }
+	var t temporaryError
 	if errors.As(err, &t) && t.Temporary() {
 		e.log, e.level = "callback refused", slog.LevelWarn
 	}
@@ -202,7 +212,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 func readError(err error) error {
 	var (
 		tooBig  *http.MaxBytesError
-		timeout interface{ Timeout() bool }
+		timeout timeoutError
 	)
 	switch {
 	case errors.As(err, &tooBig):

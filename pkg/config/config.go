@@ -135,7 +135,7 @@ var settings = []setting{
 	{flag: "wal-dir", env: "WAL_DIR", def: "wal", unit: "dir",
 		usage: "directory of the intake log, where every callback is synced before its 202; one per instance, locked; empty runs from memory only, and a crash then loses the callbacks not yet written",
 		field: func(c *Config) any { return &c.WALDir }},
-	{flag: "wal-max-bytes", env: "WAL_MAX_BYTES", def: 4 << 30, unit: "bytes",
+	{flag: "wal-max-bytes", env: "WAL_MAX_BYTES", def: wal.DefaultMaxBytes, unit: "bytes",
 		usage: "size cap of the intake log: beyond it callbacks get 503 with Retry-After",
 		field: func(c *Config) any { return &c.WALMaxBytes }},
 	{flag: "wal-linger", env: "WAL_LINGER", def: wal.DefaultLinger, unit: "duration", zeroOK: true,

@@ -259,7 +259,7 @@ func (c *coalescer) waiting() int { return c.nWaiting }
 func (c *coalescer) waitingReplayed() int { return c.nReplay }
 
 // flying is the number of IDs being looked up.
-func (c *coalescer) flying() int { return len(c.ids) - c.nWaiting }
+func (c *coalescer) inLookup() int { return len(c.ids) - c.nWaiting }
 
 // idle reports whether nothing waits and nothing is in flight.
 func (c *coalescer) idle() bool { return len(c.ids) == 0 }

@@ -46,22 +46,22 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 	var (
 		last    Stats
 		permit  bool            // a permit taken for next, not yet handed over
-		freedUp <-chan struct{} // closed when a permit may be free again
+		permitFreed <-chan struct{} // closed when a permit may be free again
 	)
 
 	for receipts != nil || !c.idle() {
 		// A nil channel never sends or receives, so the send case is off
-		// while nothing waits or no permit is free, and the freedUp case is
+		// while nothing waits or no permit is free, and the permitFreed case is
 		// off unless a job waits for a permit.
 		var out chan<- job
 		var restores <-chan receipt
 		if len(p.receipts) == 0 && c.waitingReplayed() < p.replayRoom() {
 			restores = p.restores
 		}
-		freedUp = nil
+		permitFreed = nil
 		next, ok := c.next()
 		if ok && !permit {
-			permit, freedUp = p.lim.tryAcquire()
+			permit, permitFreed = p.lim.tryAcquire()
 		}
 		if ok && permit {
 			out = jobs
@@ -84,7 +84,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 			// abandoned without starting it (see process).
 			c.start()
 			permit = false // the worker owns it now
-		case <-freedUp:
+		case <-permitFreed:
 		case o := <-outcomes:
 			if ctx.Err() != nil {
 				// Cancelled: select picks among ready cases at random, so
@@ -100,7 +100,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 		case <-tick.C:
 			if s := p.Stats(); s != last {
 				last = s
-				p.logStats(ctx, c.waiting(), c.flying())
+				p.logStats(ctx, c.waiting(), c.inLookup())
 			}
 		case <-ctx.Done():
 			if permit {
@@ -139,8 +139,8 @@ func (p *Pipeline) abandon(ctx context.Context, c *coalescer, outcomes <-chan ou
 	}
 	p.stats.abandoned.Add(int64(n))
 	p.log.WarnContext(ctx, "drain cut short, abandoning queued ids",
-		"count", n, "in_flight", c.flying(), "err", context.Cause(ctx))
-	for c.flying() > 0 {
+		"count", n, "ids_in_lookup", c.inLookup(), "err", context.Cause(ctx))
+	for c.inLookup() > 0 {
 		c.forget((<-outcomes).id) // waiting entries are counted above and dropped with c
 	}
 }

@@ -64,7 +64,7 @@ type limiter struct {
 	overloads  int
 	timeouts   int
 	saturated  bool      // a lookup waited for a permit
-	lastDrop   float64   // the limit before the last decrease; 0: never decreased
+	rememberedCap   float64   // the limit before the last decrease; 0: never decreased
 	holdUntil  time.Time // no growth before this (Retry-After)
 	meanTime   float64   // seconds one request takes, a moving average; 0: none timed yet
 }
@@ -82,9 +82,9 @@ const (
 // classify reads a lookup's error as a load signal (see Source).
 func classify(err error) (signal, time.Duration) {
 	var (
-		ov interface{ Overloaded() bool }
-		ra interface{ RetryAfter() time.Duration }
-		to interface{ Timeout() bool }
+		ov overloadedError
+		ra retryAfterError
+		to timeoutError
 	)
 	var retryAfter time.Duration
 	if errors.As(err, &ra) {
@@ -199,13 +199,13 @@ func (l *limiter) tick() {
 	case overload:
 		// What the refusals left is about the upstream's capacity; stay a
 		// little below it, and at most at 90 % of where the window began.
-		l.lastDrop = l.limit
+		l.rememberedCap = l.limit
 		l.limit = max(l.floor, math.Floor(min(l.limit*0.95, l.startLimit*0.9)))
 	case l.saturated && !now.Before(l.holdUntil):
 		switch {
-		case l.lastDrop == 0:
+		case l.rememberedCap == 0:
 			l.limit *= 2
-		case l.limit < 0.8*l.lastDrop:
+		case l.limit < 0.8*l.rememberedCap:
 			l.limit *= 1.25
 		default:
 			l.limit = max(l.limit+1, l.limit*1.02)
@@ -247,7 +247,7 @@ func (l *limiter) backlog(ttl time.Duration) int {
 		return 0
 	}
 	target := l.limit
-	if l.lastDrop == 0 {
+	if l.rememberedCap == 0 {
 		target = l.ceiling
 	}
 	return int(max(target, target/l.meanTime*(ttl.Seconds()-l.meanTime)))

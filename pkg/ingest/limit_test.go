@@ -279,7 +279,7 @@ func TestLimiterBacklog(t *testing.T) {
 	if got, want := l.backlog(30*time.Second), 100/2*28; got != want {
 		t.Errorf("backlog with the ceiling = %d, want %d", got, want)
 	}
-	l.lastDrop, l.limit = 40, 20 // the upstream pushed back
+	l.rememberedCap, l.limit = 40, 20 // the upstream pushed back
 	if got, want := l.backlog(30*time.Second), 20/2*28; got != want {
 		t.Errorf("backlog with the limit = %d, want %d", got, want)
 	}

@@ -55,6 +55,17 @@ type Source interface {
 	Online(ctx context.Context, id int64) (bool, error)
 }
 
+// What the pipeline asks of an error, anywhere in its chain (errors.As).
+// Each question is optional, and an error that answers none is worth another
+// try: "try again" is the default, and only Permanent says otherwise.
+type (
+	permanentError  interface{ Permanent() bool }           // the upstream said no for good about this ID
+	retryAfterError interface{ RetryAfter() time.Duration } // the upstream asked to wait at least this long
+	overloadedError interface{ Overloaded() bool }          // the upstream said it is over capacity
+	timeoutError    interface{ Timeout() bool }             // the request ran out of time
+	fullError       interface{ Full() bool }                // the journal is at its size cap
+)
+
 // Journal makes an accepted callback durable before Enqueue returns, so a
 // crash after the 202 loses nothing: the service replays it at the next
 // start (see Restore).
@@ -211,7 +222,7 @@ func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time)
 	r := receipt{ids: ids, at: p.arriving(received)}
 	if p.opt.Journal != nil && len(ids) > 0 {
 		mark, err := p.opt.Journal.Append(ctx, ids, received)
-		var full interface{ Full() bool }
+		var full fullError
 		switch {
 		case err == nil:
 			r.mark = mark

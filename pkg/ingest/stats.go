@@ -6,8 +6,12 @@ import (
 	"time"
 )
 
-// Lookups returns the adaptive limit and the upstream requests in flight.
-func (p *Pipeline) Lookups() (limit, inFlight int) { return p.lim.snapshot() }
+// LookupsInFlight returns the upstream requests in flight and the adaptive
+// limit on them (callback_lookups_in_flight, callback_lookup_limit).
+func (p *Pipeline) LookupsInFlight() (inFlight, limit int) {
+	limit, inFlight = p.lim.snapshot()
+	return inFlight, limit
+}
 
 // Waiting returns the distinct IDs waiting for a lookup.
 func (p *Pipeline) Waiting() int { return int(p.nWaiting.Load()) }
@@ -69,12 +73,12 @@ func (p *Pipeline) Stats() Stats {
 	}
 }
 
-func (p *Pipeline) logStats(ctx context.Context, waiting, inFlight int) {
+func (p *Pipeline) logStats(ctx context.Context, waiting, inLookup int) {
 	s := p.Stats()
-	limit, requests := p.lim.snapshot()
+	limit, inFlight := p.lim.snapshot()
 	p.log.InfoContext(ctx, "pipeline stats",
-		"accepted", s.Accepted, "waiting", waiting, "in_flight", inFlight,
-		"requests", requests, "limit", limit,
+		"accepted", s.Accepted, "ids_waiting", waiting, "ids_in_lookup", inLookup,
+		"lookups_in_flight", inFlight, "lookup_limit", limit,
 		"lookups", s.Lookups, "online", s.Online, "written", s.Written,
 		"retries", s.Retries, "rejected", s.Rejected, "gave_up", s.GaveUp, "expired", s.Expired,
 		"write_errors", s.WriteErrs, "panics", s.Panics, "abandoned", s.Abandoned,

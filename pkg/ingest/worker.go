@@ -131,7 +131,7 @@ func (p *Pipeline) expired(at stamp, wait time.Duration) bool {
 // timeouts, 5xx, bad JSON and an answer about another ID are all worth
 // another try.
 func permanent(err error) bool {
-	var e interface{ Permanent() bool }
+	var e permanentError
 	return errors.As(err, &e) && e.Permanent()
 }
 
@@ -141,7 +141,7 @@ func permanent(err error) bool {
 // Retry-After from the upstream wins when it asks for longer.
 func (p *Pipeline) backoff(attempt int, err error) time.Duration {
 	d := backoff(retryBase, retryMax, attempt)
-	var e interface{ RetryAfter() time.Duration }
+	var e retryAfterError
 	if errors.As(err, &e) && e.RetryAfter() > d {
 		d = min(e.RetryAfter(), p.opt.TTL)
 	}

@@ -175,7 +175,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(lookups, float64(s.GaveUp), "gave_up")
 	counter(lookups, float64(s.Abandoned), "abandoned")
 	counter(retries, float64(s.Retries))
-	lim, n := p.Lookups()
+	n, lim := p.LookupsInFlight()
 	gauge(inFlight, float64(n))
 	gauge(limit, float64(lim))
 	gauge(waiting, float64(p.Waiting()))

@@ -46,7 +46,7 @@ func TestFetch(t *testing.T) {
 		want    objects.Object
 
 		wantStatus     int           // non-zero: want a *StatusError with this Code
-		wantTemporary  bool          // for a *StatusError
+		wantRetry  bool          // for a *StatusError
 		wantRetryAfter time.Duration // for a *StatusError
 		wantIs         error         // non-nil: want errors.Is(err, wantIs)
 		wantErr        bool          // any error that is not a *StatusError
@@ -62,20 +62,20 @@ func TestFetch(t *testing.T) {
 		// encoding/json matches keys case-insensitively.
 		{name: "key-case", id: 3, handler: answer(200, `{"ID":3,"Online":true}`), want: objects.Object{ID: 3, Online: true}},
 
-		{name: "500", id: 1, handler: answer(500, "oops"), wantStatus: 500, wantTemporary: true},
-		{name: "502", id: 1, handler: answer(502, ""), wantStatus: 502, wantTemporary: true},
-		{name: "503-retry-after", id: 1, handler: answer(503, "", "Retry-After", "7"), wantStatus: 503, wantTemporary: true, wantRetryAfter: 7 * time.Second},
-		{name: "429-retry-after", id: 1, handler: answer(429, "slow down", "Retry-After", "3"), wantStatus: 429, wantTemporary: true, wantRetryAfter: 3 * time.Second},
-		{name: "429-retry-after-zero", id: 1, handler: answer(429, "", "Retry-After", "0"), wantStatus: 429, wantTemporary: true},
-		{name: "429-retry-after-date", id: 1, handler: answer(429, "", "Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT"), wantStatus: 429, wantTemporary: true},
-		{name: "429-retry-after-negative", id: 1, handler: answer(429, "", "Retry-After", "-3"), wantStatus: 429, wantTemporary: true},
-		{name: "429-retry-after-garbage", id: 1, handler: answer(429, "", "Retry-After", "soon"), wantStatus: 429, wantTemporary: true},
-		{name: "429-no-retry-after", id: 1, handler: answer(429, ""), wantStatus: 429, wantTemporary: true},
-		{name: "408", id: 1, handler: answer(408, ""), wantStatus: 408, wantTemporary: true},
-		{name: "404", id: 1, handler: answer(404, `{"error":"not found"}`), wantStatus: 404, wantTemporary: false},
-		{name: "400", id: 1, handler: answer(400, ""), wantStatus: 400, wantTemporary: false},
-		{name: "410", id: 1, handler: answer(410, ""), wantStatus: 410, wantTemporary: false},
-		{name: "204", id: 1, handler: answer(204, ""), wantStatus: 204, wantTemporary: false},
+		{name: "500", id: 1, handler: answer(500, "oops"), wantStatus: 500, wantRetry: true},
+		{name: "502", id: 1, handler: answer(502, ""), wantStatus: 502, wantRetry: true},
+		{name: "503-retry-after", id: 1, handler: answer(503, "", "Retry-After", "7"), wantStatus: 503, wantRetry: true, wantRetryAfter: 7 * time.Second},
+		{name: "429-retry-after", id: 1, handler: answer(429, "slow down", "Retry-After", "3"), wantStatus: 429, wantRetry: true, wantRetryAfter: 3 * time.Second},
+		{name: "429-retry-after-zero", id: 1, handler: answer(429, "", "Retry-After", "0"), wantStatus: 429, wantRetry: true},
+		{name: "429-retry-after-date", id: 1, handler: answer(429, "", "Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT"), wantStatus: 429, wantRetry: true},
+		{name: "429-retry-after-negative", id: 1, handler: answer(429, "", "Retry-After", "-3"), wantStatus: 429, wantRetry: true},
+		{name: "429-retry-after-garbage", id: 1, handler: answer(429, "", "Retry-After", "soon"), wantStatus: 429, wantRetry: true},
+		{name: "429-no-retry-after", id: 1, handler: answer(429, ""), wantStatus: 429, wantRetry: true},
+		{name: "408", id: 1, handler: answer(408, ""), wantStatus: 408, wantRetry: true},
+		{name: "404", id: 1, handler: answer(404, `{"error":"not found"}`), wantStatus: 404, wantRetry: false},
+		{name: "400", id: 1, handler: answer(400, ""), wantStatus: 400, wantRetry: false},
+		{name: "410", id: 1, handler: answer(410, ""), wantStatus: 410, wantRetry: false},
+		{name: "204", id: 1, handler: answer(204, ""), wantStatus: 204, wantRetry: false},
 
 		{name: "malformed-json", id: 1, handler: answer(200, `{"id":1,"online":tru}`), wantErr: true},
 		{name: "truncated-json", id: 1, handler: answer(200, `{"id":1,"onli`), wantErr: true},
@@ -132,8 +132,8 @@ func TestFetch(t *testing.T) {
 				if se.Code != tt.wantStatus {
 					t.Errorf("Code = %d, want %d", se.Code, tt.wantStatus)
 				}
-				if got := se.Permanent(); got == tt.wantTemporary {
-					t.Errorf("Permanent() = %v, want %v", got, !tt.wantTemporary)
+				if got := se.Permanent(); got == tt.wantRetry {
+					t.Errorf("Permanent() = %v, want %v", got, !tt.wantRetry)
 				}
 				if got := se.RetryAfter(); got != tt.wantRetryAfter {
 					t.Errorf("RetryAfter() = %v, want %v", got, tt.wantRetryAfter)

@@ -122,6 +122,9 @@ type Options struct {
 // throughput falls (4 ms: 0.81x).
 const DefaultLinger = 500 * time.Microsecond
 
+// DefaultMaxBytes is the size cap Open uses when Options.MaxBytes is 0.
+const DefaultMaxBytes = 4 << 30
+
 // DefaultSegmentAge is Options.SegmentAge's default. A segment can go only
 // once it is closed, so its age adds to how long the log holds a callback
 // beyond the seconds its lookup and write take; a new file every 2 s costs
@@ -178,7 +181,7 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 		opt.SegmentBytes = 64 << 20
 	}
 	if opt.MaxBytes <= 0 {
-		opt.MaxBytes = 4 << 30
+		opt.MaxBytes = DefaultMaxBytes
 	}
 	if opt.RetryInterval <= 0 {
 		opt.RetryInterval = 5 * time.Second
