@@ -142,10 +142,8 @@ func TestBenchIntake(t *testing.T) {
 // receipt; the figures are RSS, CPU per lookup, receipt-to-row latency, and
 // the limit and requests in flight over time.
 func TestBenchFreshIDs(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4 * time.Second}
-	svc := startService(t, buildFast(t), dbURL, upstream(t, up), "-stats-interval", "1s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildFast(t), upstream(t, up), "-stats-interval", "1s")
 	pid := svc.cmd.Process.Pid
 	user0, sys0 := cpuTime(t, pid)
 	rss := sampleRSS(t, pid, time.Second)
@@ -190,10 +188,8 @@ func TestBenchFreshIDs(t *testing.T) {
 // received, and the time from a receipt until its row carries it, polled
 // every 100 ms.
 func TestBenchCustomer(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4300 * time.Millisecond}
-	svc := startService(t, buildFast(t), dbURL, upstream(t, up))
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildFast(t), upstream(t, up))
 	rows := watchRows(t, db, 100*time.Millisecond)
 	l := newLedger()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
@@ -218,10 +214,8 @@ func TestBenchCustomer(t *testing.T) {
 // TestBenchCappedUpstream: an upstream that serves at most 400 requests at
 // once and answers 503 beyond; a burst of 3,000 distinct IDs.
 func TestBenchCappedUpstream(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 300 * time.Millisecond, MaxLatency: 4 * time.Second, Capacity: 400}
-	svc := startService(t, buildFast(t), dbURL, upstream(t, up), "-stats-interval", "1s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildFast(t), upstream(t, up), "-stats-interval", "1s")
 	l := newLedger()
 	start := time.Now()
 	// 15 callbacks of 200 IDs each, 0 to 2,999, all at once.
@@ -253,10 +247,8 @@ func TestBenchCappedUpstream(t *testing.T) {
 // 10,000 distinct IDs, upstream 2-4 s, TTL 30 s. Every accepted online ID
 // must be stored once the load stops, and RSS must stay flat.
 func TestBenchFlatOut(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 2 * time.Second, MaxLatency: 4 * time.Second}
-	svc := startService(t, buildFast(t), dbURL, upstream(t, up), "-stats-interval", "1s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildFast(t), upstream(t, up), "-stats-interval", "1s")
 	rss := sampleRSS(t, svc.cmd.Process.Pid, time.Second)
 	l := newLedger()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

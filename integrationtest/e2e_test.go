@@ -20,10 +20,8 @@ import (
 // every object looked up, exactly the online ones in the table with their
 // receipt time.
 func TestStoresExactlyTheOnlineIDs(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 50 * time.Millisecond, MaxLatency: 500 * time.Millisecond}
-	svc := startService(t, buildService(t), dbURL, upstream(t, up), "-ttl", "30s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, up), "-ttl", "30s")
 
 	// Hand-made bodies first: ID 0 is a real object, so are negative IDs and
 	// the int64 extremes; duplicates are one object.
@@ -81,10 +79,8 @@ func TestStoresExactlyTheOnlineIDs(t *testing.T) {
 }
 
 func TestDeletesStaleRows(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
-	svc := startService(t, buildService(t), dbURL, upstream(t, &sim.Upstream{}),
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, &sim.Upstream{}),
 		"-ttl", "2s", "-sweep-interval", "100ms")
-	db := connect(t, dbURL)
 
 	sent := time.Now()
 	if got := svc.post(t, `{"object_ids":[2,4,6]}`); got != http.StatusAccepted {
@@ -116,10 +112,8 @@ func TestDeletesStaleRows(t *testing.T) {
 // TestUpstreamErrors: a third of lookups fail with 500; retries still store
 // everything.
 func TestUpstreamErrors(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 10 * time.Millisecond, MaxLatency: 100 * time.Millisecond, ErrorRate: 0.33}
-	svc := startService(t, buildService(t), dbURL, upstream(t, up), "-ttl", "30s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, up), "-ttl", "30s")
 
 	l := newLedger()
 	s := &sim.Sender{
@@ -139,9 +133,7 @@ func TestUpstreamErrors(t *testing.T) {
 // TestBadInputGets4xx sends every kind of malformed request to the real
 // binary: each gets a 4xx JSON error, never a 5xx, and nothing is stored.
 func TestBadInputGets4xx(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
-	svc := startService(t, buildService(t), dbURL, upstream(t, &sim.Upstream{}), "-ttl", "30s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, &sim.Upstream{}), "-ttl", "30s")
 
 	huge := `{"object_ids":[` + strings.Repeat("2,", 600_000) + `2]}`
 	tests := []struct {
@@ -206,11 +198,9 @@ func TestBadInputGets4xx(t *testing.T) {
 // callback gets 503 with Retry-After, never a blocked request, and once the
 // backlog drains callbacks are accepted again and nothing accepted is lost.
 func TestFullIntakeAnswers503(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 500 * time.Millisecond, MaxLatency: 500 * time.Millisecond}
-	svc := startService(t, buildService(t), dbURL, upstream(t, up),
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, up),
 		"-ttl", "60s", "-workers", "1", "-max-pending", "5")
-	db := connect(t, dbURL)
 
 	l := newLedger()
 	post := func(body string) *http.Response { return svc.postResp(t, body) }

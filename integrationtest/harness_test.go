@@ -324,6 +324,16 @@ func readTable(db *pgxpool.Pool) (map[int64]time.Time, error) {
 	return got, nil
 }
 
+// startScenario is the prelude most scenarios share: a fresh database, the
+// service built as bin running on it with the upstream at srcURL and args,
+// and a pool on the database for the test's own reads.
+func startScenario(t *testing.T, bin, srcURL string, args ...string) (svc *service, db *pgxpool.Pool, dbURL string) {
+	t.Helper()
+	dbURL = pgtest.NewDB(t)
+	svc = startService(t, bin, dbURL, srcURL, args...)
+	return svc, connect(t, dbURL), dbURL
+}
+
 func connect(t *testing.T, dbURL string) *pgxpool.Pool {
 	t.Helper()
 	db, err := pgxpool.New(context.Background(), dbURL)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"callback/objectsource/sim"
-	"callback/pkg/pgtest"
 )
 
 // scrape reads the service's /metrics into name{labels} → value.
@@ -53,10 +52,8 @@ func scrape(t *testing.T, url string) (map[string]float64, []byte) {
 // distinct online ID written, nothing in flight once it settled; and
 // promtool finds nothing to complain about in the scrape.
 func TestMetrics(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 10 * time.Millisecond, MaxLatency: 200 * time.Millisecond}
-	svc := startService(t, buildService(t), dbURL, upstream(t, up))
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, up))
 
 	l := newLedger()
 	sum, err := (&sim.Sender{

@@ -179,10 +179,8 @@ func reset(w http.ResponseWriter) {
 // Scenario 1: every kind of upstream fault at once, and the upstream fully
 // down for 10 s in the middle.
 func TestScenarioUpstreamFaults(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
 	f := &faultyUpstream{inner: sim.Upstream{MinLatency: 10 * time.Millisecond, MaxLatency: 100 * time.Millisecond}}
-	svc := startService(t, buildFast(t), dbURL, upstream(t, f), "-ttl", "60s", "-fetch-timeout", "1s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildFast(t), upstream(t, f), "-ttl", "60s", "-fetch-timeout", "1s")
 
 	l := newLedger()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -216,10 +214,8 @@ func TestScenarioUpstreamFaults(t *testing.T) {
 // 202 throughout and no ID is lost.
 func TestScenarioDatabaseFaults(t *testing.T) {
 	cluster := pgtest.Cluster(t)
-	dbURL := pgtest.NewDB(t)
 	up := &sim.Upstream{MinLatency: 10 * time.Millisecond, MaxLatency: 200 * time.Millisecond}
-	svc := startService(t, buildFast(t), dbURL, upstream(t, up), "-ttl", "90s", "-db-timeout", "2s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildFast(t), upstream(t, up), "-ttl", "90s", "-db-timeout", "2s")
 
 	l := newLedger()
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)

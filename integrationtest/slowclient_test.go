@@ -28,27 +28,13 @@ import (
 // must drop the connection after its 2 s header timeout, and answer other
 // clients meanwhile.
 func TestSlowHeaderTrickle(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
-	svc := startService(t, buildService(t), dbURL, upstream(t, &sim.Upstream{}), "-ttl", "30s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, &sim.Upstream{}), "-ttl", "30s")
 	client := slowClient(t)
 	l := newLedger()
 
-	conn := dialRaw(t, svc)
-	start := time.Now()
-	ended := make(chan rawEnd, 1)
-	go func() { ended <- readUntilClosed(conn, 10*time.Second) }()
 	header := "POST /callback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 18\r\n\r\n"
-	stop := make(chan struct{})
-	trickled := make(chan int, 1)
-	go func() { trickled <- trickleBytes(conn, []byte(header), time.Second, stop) }()
-
 	// Other clients post every 200 ms for as long as the trickler lasts.
-	end, latencies, _ := postBeside(t, client, svc.URL, l, 200*time.Millisecond, ended)
-	close(stop)
-	sentBytes := <-trickled
-
-	cut := end.at.Sub(start)
+	end, cut, sentBytes, latencies, _ := trickle(t, svc, client, l, "", []byte(header), time.Second, 200*time.Millisecond, 10*time.Second)
 	how := end.describe()
 	switch {
 	case !end.closedByServer():
@@ -66,6 +52,29 @@ func TestSlowHeaderTrickle(t *testing.T) {
 			len(latencies), slices.Max(latencies).Round(time.Microsecond)),
 		fmt.Sprintf("conn cut after %v with %d header bytes sent (%s)", cut.Round(time.Millisecond), sentBytes, how),
 		checked, 0)
+}
+
+// trickle is what both slow-client tests do: on a raw connection to svc it
+// writes prefix at once, then data one byte every every, while other
+// clients post beside it every postEvery (see postBeside), until the server
+// ends the connection or limit passes. It returns how the connection ended,
+// how long after the first trickled byte, the bytes trickled, and the other
+// posts' latencies and IDs.
+func trickle(t *testing.T, svc *service, client *http.Client, l *ledger, prefix string, data []byte, every, postEvery, limit time.Duration) (end rawEnd, cut time.Duration, trickled int, latencies []time.Duration, ids map[int64]bool) {
+	t.Helper()
+	conn := dialRaw(t, svc)
+	if _, err := io.WriteString(conn, prefix); err != nil {
+		t.Fatalf("write %q: %v", prefix, err)
+	}
+	start := time.Now()
+	ended := make(chan rawEnd, 1)
+	go func() { ended <- readUntilClosed(conn, limit) }()
+	stop := make(chan struct{})
+	sent := make(chan int, 1)
+	go func() { sent <- trickleBytes(conn, data, every, stop) }()
+	end, latencies, ids = postBeside(t, client, svc.URL, l, postEvery, ended)
+	close(stop)
+	return end, end.at.Sub(start), <-sent, latencies, ids
 }
 
 // postBeside posts 5 new IDs every interval until ended yields how the
@@ -103,9 +112,7 @@ func postBeside(t *testing.T, client *http.Client, url string, l *ledger, every 
 // without a 202, store nothing from that body, and answer other clients
 // meanwhile.
 func TestSlowBodyTrickle(t *testing.T) {
-	dbURL := pgtest.NewDB(t)
-	svc := startService(t, buildService(t), dbURL, upstream(t, &sim.Upstream{}), "-ttl", "30s")
-	db := connect(t, dbURL)
+	svc, db, _ := startScenario(t, buildService(t), upstream(t, &sim.Upstream{}), "-ttl", "30s")
 	client := slowClient(t)
 	l := newLedger()
 
@@ -114,23 +121,8 @@ func TestSlowBodyTrickle(t *testing.T) {
 	trickleIDs := idsFrom(900_000, 20)
 	body := []byte(`{"object_ids":[` + joinIDs(trickleIDs) + `]}`)
 	body = append(body, bytes.Repeat([]byte(" "), 1000-len(body))...)
-	conn := dialRaw(t, svc)
 	header := "POST /callback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-	if _, err := io.WriteString(conn, header); err != nil {
-		t.Fatalf("write headers: %v", err)
-	}
-	start := time.Now()
-	ended := make(chan rawEnd, 1)
-	go func() { ended <- readUntilClosed(conn, 20*time.Second) }()
-	stop := make(chan struct{})
-	trickled := make(chan int, 1)
-	go func() { trickled <- trickleBytes(conn, body, 500*time.Millisecond, stop) }()
-
-	end, latencies, sent := postBeside(t, client, svc.URL, l, 500*time.Millisecond, ended)
-	close(stop)
-	sentBytes := <-trickled
-
-	cut := end.at.Sub(start)
+	end, cut, sentBytes, latencies, sent := trickle(t, svc, client, l, header, body, 500*time.Millisecond, 500*time.Millisecond, 20*time.Second)
 	how := end.describe()
 	switch {
 	case end.status == http.StatusAccepted:
