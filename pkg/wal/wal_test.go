@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"callback/pkg/logtest"
@@ -382,6 +383,7 @@ type faultFS struct {
 	written                       map[string]int // guarded by mu: successful writes per file
 	held                          atomic.Pointer[chan struct{}]
 	entered                       chan struct{}
+	opens                         atomic.Int32 // OpenFile calls
 }
 
 func take(n *atomic.Int32) bool {
@@ -397,6 +399,7 @@ func take(n *atomic.Int32) bool {
 }
 
 func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	f.opens.Add(1)
 	if take(&f.failOpen) {
 		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EACCES}
 	}
@@ -482,44 +485,61 @@ func TestFailedSyncMovesToNewSegment(t *testing.T) {
 }
 
 // Disk full on every write: the log degrades and says so fast; once the disk
-// has room again a new segment is opened and Append works.
+// has room again, Run's retry timer opens a new segment after RetryInterval,
+// not before, and Append works. On synctest, so the timer is what is tested.
 func TestDiskFullDegradesAndRecovers(t *testing.T) {
-	ffs := &faultFS{}
-	l, _ := running(t, t.TempDir(), Options{FS: ffs, RetryInterval: 50 * time.Millisecond})
-	ffs.failWrite.Store(-1)
-	if err := appendRec(t.Context(), l, rec(1, 1)); !errors.Is(err, ErrDegraded) || !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("Append on a full disk = %v, want ErrDegraded with ENOSPC", err)
-	}
-	if !l.Degraded() {
-		t.Error("Degraded = false on a full disk")
-	}
-	start := time.Now()
-	if err := appendRec(t.Context(), l, rec(2, 2)); !errors.Is(err, ErrDegraded) || time.Since(start) > time.Second {
-		t.Errorf("Append while degraded = %v after %v, want ErrDegraded at once", err, time.Since(start))
-	}
-	ffs.failWrite.Store(0)
-	deadline := time.Now().Add(5 * time.Second)
-	for l.Degraded() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := appendRec(t.Context(), l, rec(3, 3)); err != nil {
-		t.Errorf("Append after the disk has room = %v, want nil", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const retry = 5 * time.Second
+		ffs := &faultFS{}
+		l, _ := running(t, t.TempDir(), Options{FS: ffs, RetryInterval: retry})
+		ffs.failWrite.Store(-1)
+		if err := appendRec(t.Context(), l, rec(1, 1)); !errors.Is(err, ErrDegraded) || !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Append on a full disk = %v, want ErrDegraded with ENOSPC", err)
+		}
+		if !l.Degraded() {
+			t.Error("Degraded = false on a full disk")
+		}
+		start := time.Now()
+		if err := appendRec(t.Context(), l, rec(2, 2)); !errors.Is(err, ErrDegraded) || time.Since(start) > 0 {
+			t.Errorf("Append while degraded = %v after %v, want ErrDegraded at once", err, time.Since(start))
+		}
+		ffs.failWrite.Store(0)
+		time.Sleep(retry - time.Millisecond)
+		synctest.Wait()
+		if !l.Degraded() {
+			t.Errorf("recovered %v after degrading, want not before RetryInterval (%v)", time.Since(start), retry)
+		}
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		if l.Degraded() {
+			t.Errorf("still degraded %v after degrading, with the disk writable again", time.Since(start))
+		}
+		if err := appendRec(t.Context(), l, rec(3, 3)); err != nil {
+			t.Errorf("Append after the disk has room = %v, want nil", err)
+		}
+	})
 }
 
 // A directory where no segment can be created: Run starts degraded, and
 // Append says so instead of hanging.
 func TestUnwritableDirectory(t *testing.T) {
-	ffs := &faultFS{}
-	ffs.failOpen.Store(-1)
-	l, _ := running(t, t.TempDir(), Options{FS: ffs, RetryInterval: time.Hour})
-	deadline := time.Now().Add(5 * time.Second)
-	for !l.Degraded() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := appendRec(t.Context(), l, rec(1, 1)); !errors.Is(err, ErrDegraded) || !errors.Is(err, syscall.EACCES) {
-		t.Errorf("Append = %v, want ErrDegraded with EACCES", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ffs := &faultFS{}
+		ffs.failOpen.Store(-1)
+		l, _ := running(t, t.TempDir(), Options{FS: ffs, RetryInterval: time.Hour})
+		synctest.Wait() // Run has tried its first segment
+		if !l.Degraded() {
+			t.Fatal("Degraded = false with no segment open")
+		}
+		if err := appendRec(t.Context(), l, rec(1, 1)); !errors.Is(err, ErrDegraded) || !errors.Is(err, syscall.EACCES) {
+			t.Errorf("Append = %v, want ErrDegraded with EACCES", err)
+		}
+		time.Sleep(59 * time.Minute) // retries only after RetryInterval
+		synctest.Wait()
+		if got := ffs.opens.Load(); got != 1 {
+			t.Errorf("%d segment opens within RetryInterval, want 1", got)
+		}
+	})
 }
 
 // Segments from before Open go only once Replay has read them all and what
