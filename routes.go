@@ -20,8 +20,8 @@ import (
 // routes is the whole HTTP surface, in the order a request meets it:
 // Recover (a handler's panic is a logged 500), then the mux; /callback is
 // counted by status, then, with authToken, checked for its bearer token,
-// then handled by q. pipe and journal (nil without the log) answer /readyz.
-func routes(log *slog.Logger, q callback.Enqueuer, pipe *ingest.Pipeline, journal *wal.Log, m *metrics.Metrics, draining *atomic.Bool, authToken string) http.Handler {
+// then handled by q. pipe and intakeLog (nil without the log) answer /readyz.
+func routes(log *slog.Logger, q callback.Enqueuer, pipe *ingest.Pipeline, intakeLog *wal.Log, m *metrics.Metrics, draining *atomic.Bool, authToken string) http.Handler {
 	mux := http.NewServeMux()
 	// Not "POST /callback": other methods must get our JSON 405, not the mux's text.
 	var intake http.Handler = callback.NewHandler(log, q)
@@ -42,7 +42,7 @@ func routes(log *slog.Logger, q callback.Enqueuer, pipe *ingest.Pipeline, journa
 	// database outage, and pulling every replica for a blip would turn it
 	// into missed callbacks.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if draining.Load() || !pipe.Accepting() || (journal != nil && journal.Degraded()) {
+		if draining.Load() || !pipe.Accepting() || (intakeLog != nil && intakeLog.Degraded()) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}

@@ -35,15 +35,15 @@ var (
 // builds every part, parts says how each starts and stops, close releases
 // what newService opened.
 type service struct {
-	cfg     config.Config
-	log     *slog.Logger
-	pool    *pgxpool.Pool
-	db      *store.Postgres
-	journal *wal.Log // nil without -wal-dir
-	src     *objects.Client
-	pipe    *ingest.Pipeline
-	sweeper *expiry.Sweeper
-	srv     *http.Server
+	cfg       config.Config
+	log       *slog.Logger
+	pool      *pgxpool.Pool
+	db        *store.Postgres
+	intakeLog *wal.Log // nil without -wal-dir
+	src       *objects.Client
+	pipe      *ingest.Pipeline
+	sweeper   *expiry.Sweeper
+	srv       *http.Server
 
 	// draining is set once the service has decided to stop: /readyz
 	// answers 503 from then on (see shutdown).
@@ -86,12 +86,12 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 	// The intake log: every callback is synced there before its 202 and
 	// replayed after a restart (see replay). Without -wal-dir, callbacks
 	// live in memory until written. Segments go once the pipeline has paid
-	// what it owes on them (see ingest.Journal), or once older than the TTL,
+	// what it owes on them (see ingest.IntakeLog), or once older than the TTL,
 	// when their rows would be swept anyway.
-	var journal ingest.Journal // a nil interface, not a nil *wal.Log, without the log
+	var intakeLog ingest.IntakeLog // a nil interface, not a nil *wal.Log, without the log
 	if cfg.WALDir != "" {
 		atLeastTwoProcs(log)
-		if s.journal, err = wal.Open(cfg.WALDir, log, wal.Options{
+		if s.intakeLog, err = wal.Open(cfg.WALDir, log, wal.Options{
 			MaxBytes:        int64(cfg.WALMaxBytes),
 			Linger:          cfg.WALLinger,
 			KeepFor:         cfg.TTL,
@@ -99,7 +99,7 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 		}); err != nil {
 			return nil, err
 		}
-		journal = s.journal
+		intakeLog = s.intakeLog
 	}
 
 	s.src = objects.New(cfg.SourceURL, cfg.Workers, cfg.FetchTimeout, log)
@@ -108,7 +108,7 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 		src = w.source(src)
 	}
 	s.pipe = ingest.New(log, src, s.db, ingest.Options{
-		Journal:           journal,
+		IntakeLog:         intakeLog,
 		ObserveLookupFunc: metrics.ObserveFunc(m.LookupDuration),
 		ObserveWriteFunc:  metrics.ObserveFunc(m.WriteDuration),
 		Workers:           cfg.Workers,
@@ -132,7 +132,7 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 	s.sweeper.PauseFunc = s.pipe.WritesBehind
 
 	pool := s.pool
-	m.Watch(metrics.Sources{Pipeline: s.pipe, Journal: s.journal, Sweeper: s.sweeper, Pool: func() metrics.PoolStats {
+	m.Watch(metrics.Sources{Pipeline: s.pipe, IntakeLog: s.intakeLog, Sweeper: s.sweeper, Pool: func() metrics.PoolStats {
 		st := pool.Stat()
 		return metrics.PoolStats{
 			Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Total: st.TotalConns(), Max: st.MaxConns(),
@@ -145,7 +145,7 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 		q = w.enqueuer(q)
 	}
 	s.srv = &http.Server{
-		Handler: routes(log, q, s.pipe, s.journal, m, &s.draining, cfg.AuthToken),
+		Handler: routes(log, q, s.pipe, s.intakeLog, m, &s.draining, cfg.AuthToken),
 		// A slow or stuck client must not hold a connection: headers within
 		// 2 s, the whole body within 10 s. Handlers answer in microseconds.
 		ReadHeaderTimeout: 2 * time.Second,
@@ -179,8 +179,8 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 //   - http: Shutdown stops new callbacks and lets in-flight ones finish.
 func (s *service) parts(ln net.Listener) []lifecycle.Part {
 	var ps []lifecycle.Part
-	if s.journal != nil {
-		ps = append(ps, lifecycle.Part{Name: "wal", Run: s.journal.Run})
+	if s.intakeLog != nil {
+		ps = append(ps, lifecycle.Part{Name: "wal", Run: s.intakeLog.Run})
 	}
 	schema := make(chan struct{}) // closed once the schema is applied
 	ps = append(ps,
@@ -198,9 +198,9 @@ func (s *service) parts(ln net.Listener) []lifecycle.Part {
 				return nil // stopped before the database answered
 			}
 		}})
-	if s.journal != nil {
+	if s.intakeLog != nil {
 		ps = append(ps, lifecycle.Part{Name: "replay", Once: true, Run: func(ctx context.Context) error {
-			replay(ctx, s.log, s.journal, s.pipe, s.cfg.TTL)
+			replay(ctx, s.log, s.intakeLog, s.pipe, s.cfg.TTL)
 			return nil
 		}})
 	}
@@ -223,8 +223,8 @@ func (s *service) close() {
 	if s.src != nil {
 		s.src.Close()
 	}
-	if s.journal != nil {
-		s.journal.Close()
+	if s.intakeLog != nil {
+		s.intakeLog.Close()
 	}
 	if s.pool != nil {
 		s.pool.Close()

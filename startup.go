@@ -47,12 +47,12 @@ func ensureSchema(ctx context.Context, log *slog.Logger, db *store.Postgres, tim
 // replay just replays again. A log it cannot read is logged, not fatal: the
 // service goes on taking callbacks, and what was not replayed stays on disk
 // until it outlives the TTL.
-func replay(ctx context.Context, log *slog.Logger, journal *wal.Log, pipe *ingest.Pipeline, ttl time.Duration) {
+func replay(ctx context.Context, log *slog.Logger, intakeLog *wal.Log, pipe *ingest.Pipeline, ttl time.Duration) {
 	var callbacks, skipped int
-	err := journal.Replay(func(r wal.Record) error {
+	err := intakeLog.Replay(func(r wal.Record) error {
 		if time.Since(r.Received) > ttl {
 			skipped++
-			journal.Owe(r.Mark, -1) // settled: its rows would be swept at once
+			intakeLog.Owe(r.Mark, -1) // settled: its rows would be swept at once
 			return nil
 		}
 		callbacks++
@@ -68,7 +68,7 @@ func replay(ctx context.Context, log *slog.Logger, journal *wal.Log, pipe *inges
 		log.Error("replay intake log: callbacks not replayed stay on disk until they outlive the ttl", "count", callbacks, "err", err)
 		return
 	}
-	st := journal.Stats()
+	st := intakeLog.Stats()
 	log.Info("intake log replayed", "count", callbacks, "skipped_older_than_ttl", skipped,
 		"corrupt", st.Corrupt, "torn_bytes", st.TornBytes)
 }

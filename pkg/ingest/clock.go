@@ -25,7 +25,7 @@ func (p *Pipeline) arriving(received time.Time) stamp {
 	return stamp{received.UnixNano(), p.now()}
 }
 
-// replayed stamps a callback read back from the journal, received before
+// replayed stamps a callback read back from the intake log, received before
 // this process started: how long ago can only be told by the wall clock.
 // One from the future (the clock stepped back since) counts as received now.
 func (p *Pipeline) replayed(received time.Time) stamp {

@@ -4,19 +4,19 @@ package ingest
 // waits for a worker or is being looked up, so the memory it holds is bounded
 // by the number of distinct IDs, however many callbacks repeat them. At
 // saturation it sees millions of IDs a second on one goroutine, so add costs
-// one map lookup (and a journal call only when a debt moves) and times are
+// one map lookup (and an intake log call only when a debt moves) and times are
 // kept as stamps of nanoseconds.
 //
-// It also keeps the journal's books (see Journal): each entry holds one debt
+// It also keeps the intake log's books (see IntakeLog): each entry holds one debt
 // on the record of its newest durable receipt, and a flying entry one more
 // for its follow-up, so a crash before the ID is settled replays that
 // record. An older receipt of the same ID is subsumed: looking the object up
 // now for the newest receipt writes the row it would have written, or a
-// newer one. A newer receipt that is not durable (the journal failed) takes
+// newer one. A newer receipt that is not durable (the intake log failed) takes
 // the receipt time but not the debt, which stays on the durable record.
 //
 // IDs wait in two queues, oldest first within each: live callbacks, and
-// callbacks replayed from the journal after a restart. Live ones go first,
+// callbacks replayed from the intake log after a restart. Live ones go first,
 // so a replay never delays what senders post now; a replayed ID named by a
 // live callback moves to the live queue.
 type coalescer struct {
@@ -30,12 +30,12 @@ type coalescer struct {
 }
 
 // entry is one ID's state. While it waits, received is its newest receipt
-// and mark the journal record its debt is on. While it flies, received is
+// and mark the intake log record its debt is on. While it flies, received is
 // the newest receipt that arrived since the lookup started, or zero if none
 // did: a non-zero one earns exactly one follow-up lookup when the flight
 // ends, because the object may have changed since the in-flight lookup
 // began; mark is then the job's record and follow the follow-up's. Mark 0 is
-// none (the journal is off or failed). Which receipt is newer is the wall
+// none (the intake log is off or failed). Which receipt is newer is the wall
 // clock's call (it is what the row keeps); see newer.
 type entry struct {
 	received stamp
@@ -49,7 +49,7 @@ type entry struct {
 }
 
 // newCoalescer returns an empty coalescer that keeps its debts with owe
-// (nil: no journal).
+// (nil: no intake log).
 func newCoalescer(owe func(mark uint64, n int)) *coalescer {
 	if owe == nil {
 		owe = func(uint64, int) {}
@@ -71,7 +71,7 @@ func (c *coalescer) take(r receipt, replay bool) {
 }
 
 // add records that id was named by a callback received at at, whose
-// journal record is mark, and reports whether the entry took a debt on mark
+// intake log record is mark, and reports whether the entry took a debt on mark
 // (which the caller accounts for). A debt it gives up on another record is
 // paid here.
 func (c *coalescer) add(id int64, at stamp, mark uint64, replay bool) (took bool) {
@@ -243,7 +243,7 @@ func (c *coalescer) finish(o outcome) {
 }
 
 // forget ends a flight whose outcome came after the drain was abandoned:
-// nothing is queued and no debt is paid, so the journal keeps the callbacks
+// nothing is queued and no debt is paid, so the intake log keeps the callbacks
 // for the next start, whatever the lookup found.
 func (c *coalescer) forget(id int64) {
 	if c.ids[id].received.wall != 0 {

@@ -6,7 +6,7 @@ import (
 )
 
 // job is one lookup: an ID, the newest receipt that named it, and the
-// journal mark of the callback that carried that receipt.
+// intake log mark of the callback that carried that receipt.
 type job struct {
 	id   int64
 	at   stamp
@@ -44,8 +44,8 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
 	var (
-		last    Stats
-		permit  bool            // a permit taken for next, not yet handed over
+		last        Stats
+		permit      bool            // a permit taken for next, not yet handed over
 		permitFreed <-chan struct{} // closed when a permit may be free again
 	)
 
@@ -117,7 +117,7 @@ func (p *Pipeline) dispatch(ctx context.Context, jobs chan<- job, outcomes <-cha
 // replayRoom is how many replayed IDs may wait: half of MaxWaiting, and no
 // more than can be looked up within the TTL (see admit), so a replay never
 // takes the room live callbacks need nor builds a backlog that expires
-// unlooked-up; the rest of it waits in the journal meanwhile.
+// unlooked-up; the rest of it waits in the intake log meanwhile.
 func (p *Pipeline) replayRoom() int {
 	room := max(1, p.opt.MaxWaiting/2)
 	if b := int(p.backlog.Load()); b > 0 {
@@ -130,7 +130,7 @@ func (p *Pipeline) replayRoom() int {
 // collects the outcome of every flight: a worker blocked on a full outcomes
 // channel would never exit. The in-flight lookups see the cancelled ctx and
 // end quickly; each worker counts its own, and the follow-ups are counted
-// here. Nothing abandoned pays its debt, so the journal keeps it for the
+// here. Nothing abandoned pays its debt, so the intake log keeps it for the
 // next start.
 func (p *Pipeline) abandon(ctx context.Context, c *coalescer, outcomes <-chan outcome) {
 	n := c.owed()

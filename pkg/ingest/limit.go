@@ -58,15 +58,15 @@ type limiter struct {
 	watched  bool          // ...if anyone was handed it to wait on
 
 	// The current window, and what the next decision needs.
-	start      time.Time
-	startLimit float64 // the limit when the window started
-	samples    int
-	overloads  int
-	timeouts   int
-	saturated  bool      // a lookup waited for a permit
-	rememberedCap   float64   // the limit before the last decrease; 0: never decreased
-	holdUntil  time.Time // no growth before this (Retry-After)
-	meanTime   float64   // seconds one request takes, a moving average; 0: none timed yet
+	start         time.Time
+	startLimit    float64 // the limit when the window started
+	samples       int
+	overloads     int
+	timeouts      int
+	saturated     bool      // a lookup waited for a permit
+	rememberedCap float64   // the limit before the last decrease; 0: never decreased
+	holdUntil     time.Time // no growth before this (Retry-After)
+	meanTime      float64   // seconds one request takes, a moving average; 0: none timed yet
 }
 
 // signal is what one upstream request says about the upstream's load.

@@ -30,9 +30,9 @@ type Options struct {
 	// took, and ObserveWriteFunc how long each batch upsert took (metrics).
 	ObserveLookupFunc, ObserveWriteFunc func(time.Duration)
 
-	// Journal, if set, makes every callback durable before Enqueue returns.
+	// IntakeLog, if set, makes every callback durable before Enqueue returns.
 	// Nil keeps callbacks in memory only: a crash loses what is not written.
-	Journal Journal
+	IntakeLog IntakeLog
 
 	BatchSize     int           // rows per upsert
 	FlushInterval time.Duration // longest wait of a partial batch

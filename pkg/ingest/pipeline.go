@@ -1,7 +1,7 @@
 // Package ingest turns accepted callbacks into rows: it coalesces their IDs,
 // looks each one up with a fixed pool of workers, and writes the online ones
 // in batches. The caller of Enqueue waits at most for its callback's sync to
-// the journal, never for a lookup or the database, and an accepted ID is
+// the intake log, never for a lookup or the database, and an accepted ID is
 // never dropped on its own: a failed lookup is retried until its row would
 // have expired anyway, and a failed write is retried with its rows kept.
 //
@@ -63,17 +63,17 @@ type (
 	retryAfterError interface{ RetryAfter() time.Duration } // the upstream asked to wait at least this long
 	overloadedError interface{ Overloaded() bool }          // the upstream said it is over capacity
 	timeoutError    interface{ Timeout() bool }             // the request ran out of time
-	fullError       interface{ Full() bool }                // the journal is at its size cap
+	fullError       interface{ Full() bool }                // the intake log is at its size cap
 )
 
-// Journal makes an accepted callback durable before Enqueue returns, so a
+// IntakeLog makes an accepted callback durable before Enqueue returns, so a
 // crash after the 202 loses nothing: the service replays it at the next
 // start (see Restore).
 //
 // Append returns once the callback is durable, with its record's mark, on
 // which one debt is owed from then on; it may return ctx's error only while
 // the record is not yet on its way to disk. An error that answers Full()
-// true means the journal is at its size cap and the callback must be
+// true means the intake log is at its size cap and the callback must be
 // refused; any other error (a failed disk) leaves the choice to Enqueue,
 // which accepts in memory.
 //
@@ -81,10 +81,10 @@ type (
 // keeps one debt on each record that something it holds still needs after
 // a crash (see coalescer), and pays it once the ID is settled: written, or
 // found offline, refused or given up. What an abandoned drain leaves is
-// never paid, so the next start replays it. So the journal can delete what
+// never paid, so the next start replays it. So the intake log can delete what
 // is paid within seconds, and after a drain that finished everything, all
 // of it. Mark 0 is none.
-type Journal interface {
+type IntakeLog interface {
 	Append(ctx context.Context, ids []int64, received time.Time) (mark uint64, err error)
 	Owe(mark uint64, n int)
 }
@@ -122,7 +122,7 @@ func (refusal) Temporary() bool { return true }
 const fullWait = 250 * time.Millisecond
 
 // receipt is one accepted callback on its way to the dispatcher, with its
-// journal record's mark, on which it holds a debt (0: none).
+// intake log record's mark, on which it holds a debt (0: none).
 type receipt struct {
 	ids  []int64
 	at   stamp
@@ -194,16 +194,16 @@ func New(log *slog.Logger, src Source, u Upserter, opt Options) *Pipeline {
 }
 
 // Enqueue hands the IDs of a callback received at received to the pipeline.
-// With a Journal it first waits until they are durable, which group commit
+// With a IntakeLog it first waits until they are durable, which group commit
 // keeps to a sync's time; otherwise it never blocks. It returns ErrFull when
-// the buffer, the set of waiting IDs or the journal is full, ErrBacklog when
+// the buffer, the set of waiting IDs or the intake log is full, ErrBacklog when
 // more IDs wait than can be looked up within the TTL (see admit), and
 // ErrClosed after Close, so the handler can answer 503 instead of holding
 // the request. A durable callback that finds the buffer full after its
 // sync (admit found room before it) waits for the dispatcher instead.
-// If the journal fails otherwise (a failed disk), the callback is accepted
+// If the intake log fails otherwise (a failed disk), the callback is accepted
 // in memory and counted as not durable: the endpoint keeps answering, and
-// the journal reports itself degraded. A callback that reached the disk is
+// the intake log reports itself degraded. A callback that reached the disk is
 // queued even if ctx ended meanwhile (its sender left during the sync): it
 // is on disk either way, and waiting for a crash to replay it would store
 // it late or never. Enqueue takes ids over: it drops repeats in place (see
@@ -220,8 +220,8 @@ func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time)
 		}
 	}()
 	r := receipt{ids: ids, at: p.arriving(received)}
-	if p.opt.Journal != nil && len(ids) > 0 {
-		mark, err := p.opt.Journal.Append(ctx, ids, received)
+	if p.opt.IntakeLog != nil && len(ids) > 0 {
+		mark, err := p.opt.IntakeLog.Append(ctx, ids, received)
 		var full fullError
 		switch {
 		case err == nil:
@@ -281,15 +281,15 @@ func (p *Pipeline) Enqueue(ctx context.Context, ids []int64, received time.Time)
 	return nil
 }
 
-// owe passes a debt change to the journal (see Journal).
+// owe passes a debt change to the intake log (see IntakeLog).
 func (p *Pipeline) owe(mark uint64, n int) {
-	if mark != 0 && p.opt.Journal != nil {
-		p.opt.Journal.Owe(mark, n)
+	if mark != 0 && p.opt.IntakeLog != nil {
+		p.opt.IntakeLog.Owe(mark, n)
 	}
 }
 
 // admit refuses a callback that could not be queued anyway (no room among
-// the waiting IDs), before the journal spends a sync on it, and one that
+// the waiting IDs), before the intake log spends a sync on it, and one that
 // would add to a backlog that
 // cannot be looked up within the TTL: better a 503 the sender sees than a
 // 202 for a row that expires unwritten, and a backlog so bounded is one
@@ -318,8 +318,8 @@ func (p *Pipeline) admit(ids []int64) error {
 	return nil
 }
 
-// Restore queues a callback read back from the journal after a restart,
-// with its record's mark, on which it holds a debt; it does not journal it
+// Restore queues a callback read back from the intake log after a restart,
+// with its record's mark, on which it holds a debt; it does not log it again
 // again. It waits until the dispatcher takes it, which it does only while
 // live callbacks leave room (see dispatch), and returns ErrClosed after
 // Close and ctx's error if ctx ends first; the debt is then the caller's.

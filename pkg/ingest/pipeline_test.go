@@ -563,7 +563,7 @@ func TestWriterKeepsADurableDebt(t *testing.T) {
 			written = j.Owed()
 			return nil
 		}}
-		p := New(logtest.Discard(), &fakeSource{}, u, Options{Journal: j})
+		p := New(logtest.Discard(), &fakeSource{}, u, Options{IntakeLog: j})
 		t0 := time.Now()
 		sightings := make(chan sighting, 2)
 		sightings <- sighting{Sighting: Sighting{ID: 1, Received: t0.Add(time.Second)}} // in memory only
@@ -635,7 +635,7 @@ func TestPipelineSkipsExpiredReceipts(t *testing.T) {
 // decision: ages are measured on the monotonic clock from when a callback
 // reached the pipeline. Callbacks stamped an hour early and an hour late,
 // with lookups of 2 s and the database down for 4 s against a TTL of 5 s,
-// are all looked up, written with their stamps, and keep their journal
+// are all looked up, written with their stamps, and keep their intake log
 // debts until then. (Before, the one stamped an hour early was given up as
 // older than the TTL, the moment it was dispatched.)
 func TestWallClockStepsDecideNothing(t *testing.T) {
@@ -644,7 +644,7 @@ func TestWallClockStepsDecideNothing(t *testing.T) {
 		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
 		j := &fakeJournal{}
 		f := &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}
-		p := New(logtest.Discard(), f, u, Options{TTL: 5 * time.Second, Journal: j})
+		p := New(logtest.Discard(), f, u, Options{TTL: 5 * time.Second, IntakeLog: j})
 		wait := start(t, t.Context(), p)
 		back, ahead := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
 		must(t, p.Enqueue(context.Background(), []int64{2}, back))
@@ -670,7 +670,7 @@ func TestWallClockStepsDecideNothing(t *testing.T) {
 }
 
 // fakeJournal hands out a new mark per Append and keeps the books of debts
-// as the real journal does.
+// as the real intake log does.
 type fakeJournal struct {
 	AppendFunc func(ctx context.Context, ids []int64, received time.Time) error // optional
 
@@ -721,41 +721,41 @@ func (f *fakeJournal) Owed() map[uint64]int {
 
 type fullErr struct{}
 
-func (fullErr) Error() string { return "journal full" }
+func (fullErr) Error() string { return "intakeLog full" }
 func (fullErr) Full() bool    { return true }
 
 func TestEnqueueJournal(t *testing.T) {
 	t.Run("appended-before-queued", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			var journaled [][]int64
+			var logged [][]int64
 			j := &fakeJournal{AppendFunc: func(_ context.Context, ids []int64, _ time.Time) error {
-				journaled = append(journaled, slices.Clone(ids))
+				logged = append(logged, slices.Clone(ids))
 				return nil
 			}}
 			u := &fakeUpserter{}
-			p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Second)}, u, Options{Journal: j})
+			p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Second)}, u, Options{IntakeLog: j})
 			wait := start(t, t.Context(), p)
 			must(t, p.Enqueue(context.Background(), []int64{2, 2, 4}, time.Now()))
-			must(t, p.Enqueue(context.Background(), []int64{}, time.Now())) // nothing to journal
+			must(t, p.Enqueue(context.Background(), []int64{}, time.Now())) // nothing to log
 			must(t, wait())
-			if want := [][]int64{{2, 4}}; fmt.Sprint(journaled) != fmt.Sprint(want) {
-				t.Errorf("journaled %v, want %v (repeats dropped, empty bodies not journaled)", journaled, want)
+			if want := [][]int64{{2, 4}}; fmt.Sprint(logged) != fmt.Sprint(want) {
+				t.Errorf("logged %v, want %v (repeats dropped, empty bodies not logged)", logged, want)
 			}
 			if got := len(u.Rows()); got != 2 {
 				t.Errorf("rows = %d, want 2", got)
 			}
 		})
 	})
-	t.Run("journal-full-refuses", func(t *testing.T) {
+	t.Run("intakeLog-full-refuses", func(t *testing.T) {
 		j := &fakeJournal{AppendFunc: func(context.Context, []int64, time.Time) error { return fmt.Errorf("wal: %w", fullErr{}) }}
-		p := New(logtest.Discard(), &fakeSource{}, &fakeUpserter{}, Options{Journal: j})
+		p := New(logtest.Discard(), &fakeSource{}, &fakeUpserter{}, Options{IntakeLog: j})
 		if err := p.Enqueue(context.Background(), []int64{1}, time.Now()); !errors.Is(err, ErrFull) {
 			t.Errorf("Enqueue = %v, want ErrFull", err)
 		}
 	})
-	t.Run("journal-failure-accepts-in-memory", func(t *testing.T) {
+	t.Run("intakeLog-failure-accepts-in-memory", func(t *testing.T) {
 		j := &fakeJournal{AppendFunc: func(context.Context, []int64, time.Time) error { return errors.New("fdatasync: EIO") }}
-		p := New(logtest.Discard(), &fakeSource{}, &fakeUpserter{}, Options{Journal: j})
+		p := New(logtest.Discard(), &fakeSource{}, &fakeUpserter{}, Options{IntakeLog: j})
 		if err := p.Enqueue(context.Background(), []int64{1, 2}, time.Now()); err != nil {
 			t.Errorf("Enqueue = %v, want nil: a failed disk must not refuse callbacks", err)
 		}
@@ -765,16 +765,16 @@ func TestEnqueueJournal(t *testing.T) {
 	})
 }
 
-// Restore queues what the journal held, waiting for the dispatcher, and
-// never journals it again; the debts it brings are paid once written.
+// Restore queues what the intake log held, waiting for the dispatcher, and
+// never logs it again; the debts it brings are paid once written.
 func TestRestore(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		j := &fakeJournal{AppendFunc: func(context.Context, []int64, time.Time) error {
-			t.Error("Restore journaled a callback again")
+			t.Error("Restore logged a callback again")
 			return nil
 		}}
 		u := &fakeUpserter{}
-		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Second)}, u, Options{Journal: j, QueueSize: 1})
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Second)}, u, Options{IntakeLog: j, QueueSize: 1})
 		t0 := time.Now().Add(-5 * time.Second)
 		done := make(chan error, 1)
 		go func() {
@@ -821,7 +821,7 @@ func TestReplayYieldsToLiveCallbacks(t *testing.T) {
 			return evenOnline(time.Second)(ctx, id)
 		}}
 		j := &fakeJournal{}
-		p := New(logtest.Discard(), f, &fakeUpserter{}, Options{Journal: j, QueueSize: 4, Workers: 8, MinLookups: 8, MaxWaiting: 400})
+		p := New(logtest.Discard(), f, &fakeUpserter{}, Options{IntakeLog: j, QueueSize: 4, Workers: 8, MinLookups: 8, MaxWaiting: 400})
 		wait := start(t, t.Context(), p)
 		replayed := make(chan error, 1)
 		go func() {
@@ -867,7 +867,7 @@ func TestJournalDebts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := &database{down: true}
 		j := &fakeJournal{}
-		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}, &fakeUpserter{UpsertObjectsFunc: db.upsert}, Options{Journal: j})
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(2 * time.Second)}, &fakeUpserter{UpsertObjectsFunc: db.upsert}, Options{IntakeLog: j})
 		wait := start(t, t.Context(), p)
 		must(t, p.Enqueue(context.Background(), []int64{2, 3}, time.Now())) // mark 1
 		must(t, p.Enqueue(context.Background(), []int64{4}, time.Now()))    // mark 2
@@ -905,7 +905,7 @@ func TestJournalDebts(t *testing.T) {
 		}
 
 		ctx, cancel := context.WithCancel(t.Context())
-		p = New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Hour)}, &fakeUpserter{}, Options{Journal: j})
+		p = New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(time.Hour)}, &fakeUpserter{}, Options{IntakeLog: j})
 		done := make(chan error, 1)
 		go func() { done <- p.Run(ctx) }()
 		must(t, p.Enqueue(context.Background(), []int64{6, 8}, time.Now()))
@@ -938,7 +938,7 @@ func TestAbandonPaysNothing(t *testing.T) {
 			for i := range ids {
 				ids[i] = int64(i)
 			}
-			p := New(logtest.Discard(), src, &fakeUpserter{}, Options{Journal: j, Workers: 2000, MinLookups: 2000})
+			p := New(logtest.Discard(), src, &fakeUpserter{}, Options{IntakeLog: j, Workers: 2000, MinLookups: 2000})
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan error, 1)
 			go func() { done <- p.Run(ctx) }()

@@ -51,9 +51,9 @@ type Stats struct {
 	Panics    int64 // panics recovered in workers or the writer
 	Abandoned int64 // IDs not written because Run's context was cancelled
 	WriteErrs int64 // failed batch writes (the rows were kept and retried)
-	Restored  int64 // distinct IDs of callbacks replayed from the journal
+	Restored  int64 // distinct IDs of callbacks replayed from the intake log
 	// NotDurable counts callbacks accepted in memory only because the
-	// journal failed: a crash before they are written would lose them.
+	// intake log failed: a crash before they are written would lose them.
 	NotDurable int64
 }
 

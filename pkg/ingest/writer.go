@@ -7,7 +7,7 @@ import (
 )
 
 // write is the batch writer. It owns unwritten (ID → newest receipt time,
-// and the journal debt on its newest durable receipt), so memory stays
+// and the intake log debt on its newest durable receipt), so memory stays
 // bounded by the number of distinct IDs however long the database is down.
 // A row's debt is paid once it is written; an older sighting merged into it
 // pays its own at once. It flushes when unwritten reaches BatchSize and every
@@ -126,7 +126,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 }
 
 // row is one unwritten row: the newest receipt time of its ID, the newest
-// arrival (stamp.mono) among its sightings, and the mark of the journal
+// arrival (stamp.mono) among its sightings, and the mark of the intake log
 // record that holds it, on which the row holds a debt.
 type row struct {
 	received time.Time

@@ -30,13 +30,13 @@ type PoolStats struct {
 	AcquireWait                time.Duration
 }
 
-// Sources are the parts the metrics read at scrape time. Journal may be nil
+// Sources are the parts the metrics read at scrape time. IntakeLog may be nil
 // (no intake log).
 type Sources struct {
-	Pipeline *ingest.Pipeline
-	Journal  *wal.Log
-	Sweeper  *expiry.Sweeper
-	Pool     func() PoolStats
+	Pipeline  *ingest.Pipeline
+	IntakeLog *wal.Log
+	Sweeper   *expiry.Sweeper
+	Pool      func() PoolStats
 }
 
 // Metrics is the registry and the metrics fed as things happen.
@@ -192,12 +192,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Sweeper != nil {
 		counter(rowsDeleted, float64(c.src.Sweeper.Deleted()))
 	}
-	if c.src.Journal == nil { // memory only: nothing on disk, nothing degraded
+	if c.src.IntakeLog == nil { // memory only: nothing on disk, nothing degraded
 		gauge(walBytes, 0)
 		gauge(walOldest, 0)
 		gauge(walDegraded, 0)
 	}
-	if j := c.src.Journal; j != nil {
+	if j := c.src.IntakeLog; j != nil {
 		w := j.Stats()
 		gauge(walBytes, float64(w.OnDisk))
 		var held float64

@@ -46,7 +46,7 @@ func TestFetch(t *testing.T) {
 		want    objects.Object
 
 		wantStatus     int           // non-zero: want a *StatusError with this Code
-		wantRetry  bool          // for a *StatusError
+		wantRetry      bool          // for a *StatusError
 		wantRetryAfter time.Duration // for a *StatusError
 		wantIs         error         // non-nil: want errors.Is(err, wantIs)
 		wantErr        bool          // any error that is not a *StatusError
