@@ -192,12 +192,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Sweeper != nil {
 		counter(rowsDeleted, float64(c.src.Sweeper.Deleted()))
 	}
-	if c.src.IntakeLog == nil { // memory only: nothing on disk, nothing degraded
+	if j := c.src.IntakeLog; j == nil { // memory only: nothing on disk, nothing degraded
 		gauge(walBytes, 0)
 		gauge(walOldest, 0)
 		gauge(walDegraded, 0)
-	}
-	if j := c.src.IntakeLog; j != nil {
+	} else {
 		w := j.Stats()
 		gauge(walBytes, float64(w.OnDisk))
 		var held float64
