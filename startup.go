@@ -77,11 +77,9 @@ func replay(ctx context.Context, log *slog.Logger, intakeLog *wal.Log, pipe *ing
 // the intake log is on. fdatasync keeps its thread's P (the runtime's right
 // to run Go code) for the whole sync, a millisecond or more; with
 // GOMAXPROCS=1, which is what a container limited to one CPU gets, every
-// sync would stop the handlers until the runtime's monitor took the P back.
-// Measured with the service pinned to one core: the intake at 0.37-0.57x
-// the bare read+decode handler with 2 records per sync; with two Ps,
-// 0.95-0.99x with 24. The second P costs nothing while the first waits: its
-// thread sleeps in the kernel. Setting GOMAXPROCS stops the runtime from
+// sync would stop the handlers until the runtime's monitor took the P back
+// (BENCHMARKS.md, "Pinned: one core for the service"). The second P costs
+// nothing while the first waits: its thread sleeps in the kernel. Setting GOMAXPROCS stops the runtime from
 // following later changes of the CPU limit, so it is done only when it
 // would otherwise be 1.
 func atLeastTwoProcs(log *slog.Logger) {

@@ -26,8 +26,7 @@ import (
 //
 // An overload answer costs the limit one permit at once: the request that
 // got it was one too many, and handing its permit to the next waiting lookup
-// would only earn another refusal a millisecond later (measured: thousands
-// of refusals a second against an upstream capped at 400, before this rule).
+// would only earn another refusal a millisecond later.
 // So E requests over an upstream's capacity shrink the limit by E, to the
 // capacity. Then every window (half a second by default) the limiter looks
 // back:

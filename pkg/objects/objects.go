@@ -80,10 +80,9 @@ const maxBody = 64 << 10
 // rather than through http.Transport, because of what a lookup in flight
 // costs at the concurrency ceiling (10,000 by default): the transport runs
 // two goroutines per connection beside the caller's and hands every request
-// and answer between them over channels; measured at 10,000 in flight, that
-// was 30,000 goroutines, ~180 MiB of stacks and ~41 KiB of RSS per lookup,
-// and the garbage collector's scans of it delayed the callback handler by up
-// to a second. Here the calling goroutine writes the request and reads the
+// and answer between them over channels, and at that ceiling the garbage
+// collector's scans of three goroutines per lookup delayed the callback
+// handler by up to a second (BENCHMARKS.md, "Memory"). Here the calling goroutine writes the request and reads the
 // answer itself: a plainly framed one with quickAnswer, anything else with
 // net/http's own http.ReadResponse (chunked bodies, odd headers), so the
 // general parser still decides every case the short path is not sure of.

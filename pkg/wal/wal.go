@@ -108,18 +108,15 @@ type Options struct {
 	// Linger is how long a group commit waits for more records once it has
 	// its first, when the one before it had more than one (so others are
 	// sending at the same time): a sync costs the same CPU for 1 record as
-	// for 40, about 150-200 µs on a virtual disk, and at thousands of
-	// callbacks a second the syncs, not the records, are what the log
-	// costs. A lone sender never waits. 0 syncs at once, always.
+	// for 40, so at thousands of callbacks a second the syncs, not the
+	// records, are what the log costs (BENCHMARKS.md, "What a sync costs").
+	// A lone sender never waits. 0 syncs at once, always.
 	Linger time.Duration
 }
 
-// DefaultLinger is Options.Linger's value in the service. Measured at
-// saturation on this project's virtual disk (64 senders, alternating runs,
-// medians of 5): no linger, 10.9 records per sync and 0.89x the bare
-// read+decode handler's requests/s; 500 µs, 19 and 0.98x; 1 ms, 26 and
-// 0.96x; longer lingers batch more but leave the senders waiting, and
-// throughput falls (4 ms: 0.81x).
+// DefaultLinger is Options.Linger's value in the service: long enough to
+// gather the callbacks that arrive meanwhile, short enough that senders in a
+// closed loop do not spend it waiting (BENCHMARKS.md, "Linger").
 const DefaultLinger = 500 * time.Microsecond
 
 // DefaultMaxBytes is the size cap Open uses when Options.MaxBytes is 0.
