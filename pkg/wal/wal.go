@@ -41,6 +41,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -210,6 +211,15 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// openLock opens dir/LOCK, creating it, for lockDir to lock.
+func openLock(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // errInUse is the answer when another process holds dir's lock.
