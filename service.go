@@ -95,6 +95,7 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 			MaxBytes:        int64(cfg.WALMaxBytes),
 			Linger:          cfg.WALLinger,
 			KeepFor:         cfg.TTL,
+			StatsInterval:   cfg.StatsInterval,
 			ObserveSyncFunc: metrics.ObserveFunc(m.WALSync),
 		}); err != nil {
 			return nil, err

@@ -184,7 +184,7 @@ var settings = []setting{
 		usage: "how long an idle keep-alive connection stays open (keep it far above the senders' 5 s)",
 		field: func(c *Config) any { return &c.IdleTimeout }},
 	{flag: "stats-interval", env: "STATS_INTERVAL", def: ingest.DefaultStatsInterval, unit: "duration",
-		usage: "how often the pipeline stats line is logged, when anything happened",
+		usage: "how often the pipeline stats and intake log stats lines are logged, when anything happened",
 		field: func(c *Config) any { return &c.StatsInterval }},
 	{flag: "log-level", env: "LOG_LEVEL", def: slog.LevelInfo, unit: "level",
 		usage: "log level: debug, info, warn or error",

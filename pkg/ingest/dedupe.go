@@ -3,8 +3,8 @@ package ingest
 import "slices"
 
 // dedupe drops repeated IDs from ids in place, keeping the first of each, and
-// returns the shortened slice. Bodies repeat IDs heavily (the customer's hold
-// ~57 distinct in 200), and dropping repeats on the sender's goroutine spares
+// returns the shortened slice. Bodies repeat IDs heavily (a customer's body,
+// 0 to 199 IDs drawn from 100, holds ~57 distinct), and dropping repeats on the sender's goroutine spares
 // the single dispatcher goroutine most of its map lookups at saturation.
 //
 // Up to dedupeMax IDs it uses an open-addressing set on the stack (no

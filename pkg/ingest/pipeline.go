@@ -44,13 +44,12 @@ type Sighting struct {
 
 // Source looks objects up upstream.
 //
-// The pipeline decides whether to retry a failed lookup by asking the error
-// (anywhere in its chain) two optional questions:
-//
-//	Permanent() bool          true: the upstream said no for good about this ID; never retry
-//	RetryAfter() time.Duration the upstream asked to wait at least this long
-//
-// Any other error, a timeout or a refused connection say, is worth another try.
+// The pipeline decides whether and when to retry a failed lookup, and how
+// the adaptive limit reads it, by asking the error (anywhere in its chain)
+// the questions below: Permanent (never retry), RetryAfter (wait at least
+// this long), Overloaded and Timeout (load signals), and whether it is
+// ECONNREFUSED (overloaded too). Each is optional; any other error is worth
+// another try.
 type Source interface {
 	Online(ctx context.Context, id int64) (bool, error)
 }

@@ -50,7 +50,7 @@ func evenOnline(delay time.Duration) func(context.Context, int64) (bool, error) 
 }
 
 // statusError is an upstream answer as the objects client reports it: it
-// answers the two questions the pipeline asks of an error (see Source).
+// answers the questions the pipeline asks of an error (see Source).
 type statusError struct {
 	code       int
 	retryAfter time.Duration

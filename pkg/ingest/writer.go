@@ -56,7 +56,7 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 
 	// ready: not backing off after a failure, and not cancelled.
 	ready := func() bool { return retry == nil && ctx.Err() == nil }
-	cancelled := ctx.Done()
+	stopped := ctx.Done()
 	for in := sightings; in != nil || (len(unwritten) > 0 && ctx.Err() == nil); {
 		select {
 		case s, ok := <-in:
@@ -105,10 +105,10 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 		case <-retry:
 			retry = nil
 			flush()
-		case <-cancelled:
+		case <-stopped:
 			// Stop writing but keep reading: workers may still be sending,
 			// and the loop ends only when sightings is closed.
-			cancelled, retry = nil, nil
+			stopped, retry = nil, nil
 		}
 	}
 	if len(unwritten) == 0 {

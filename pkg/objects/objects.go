@@ -78,7 +78,7 @@ const maxBody = 64 << 10
 //
 // It speaks HTTP/1.1 over keep-alive connections it pools itself (pool.go)
 // rather than through http.Transport, because of what a lookup in flight
-// costs at the concurrency ceiling (10,000 by default): the transport runs
+// costs at the concurrency ceiling (12,000 by default): the transport runs
 // two goroutines per connection beside the caller's and hands every request
 // and answer between them over channels, and at that ceiling the garbage
 // collector's scans of three goroutines per lookup delayed the callback
