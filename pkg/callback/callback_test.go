@@ -15,10 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"callback/pkg/logtest"
-
 	"callback/pkg/callback"
 	"callback/pkg/ingest"
+	"callback/pkg/logtest"
 )
 
 type fakeEnqueuer struct {

@@ -9,9 +9,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"callback/pkg/logtest"
-
 	"callback/pkg/lifecycle"
+	"callback/pkg/logtest"
 )
 
 // journal records events from several goroutines.
