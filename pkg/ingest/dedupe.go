@@ -19,9 +19,9 @@ func dedupe(ids []int64) []int64 {
 		used  [2 * dedupeMax]bool
 		n     int
 	)
-	const mask = 2*dedupeMax - 1
+	const mask = 1<<dedupeBits - 1
 	for _, id := range ids {
-		h := uint64(id) * 0x9E3779B97F4A7C15 >> 54 & mask // Fibonacci hashing into 10 bits
+		h := uint64(id) * 0x9E3779B97F4A7C15 >> (64 - dedupeBits) // Fibonacci hashing: the top bits
 		for used[h] && slots[h] != id {
 			h = (h + 1) & mask
 		}
@@ -35,4 +35,8 @@ func dedupe(ids []int64) []int64 {
 	return ids[:n]
 }
 
-const dedupeMax = 512
+// The set has 1<<dedupeBits slots, and takes bodies of up to half that.
+const (
+	dedupeBits = 10
+	dedupeMax  = 1 << (dedupeBits - 1)
+)
