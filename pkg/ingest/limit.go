@@ -108,6 +108,13 @@ const (
 	timeoutOverloadPct = 50 // a window in which at least this share of requests timed out is overloaded
 	minTimeoutSamples  = 10 // ...given at least this many requests, so a lone hang is never overload
 	holdWindows        = 10 // a Retry-After holds growth for at most this many windows (and the TTL)
+
+	// How the limit moves at the end of a window (see limiter).
+	dropToCap     = 0.95 // after an overload: this share of what the refusals left...
+	dropFromStart = 0.9  // ...and at most this share of where the window began
+	nearCap       = 0.8  // below this share of the remembered capacity, grow fast
+	growFast      = 1.25 // by a quarter
+	growProbe     = 1.02 // near or above it, by 2 % (at least one)
 )
 
 // newLimiter returns a limiter between floor and ceiling whose Retry-After
@@ -199,15 +206,15 @@ func (l *limiter) tick() {
 		// What the refusals left is about the upstream's capacity; stay a
 		// little below it, and at most at 90 % of where the window began.
 		l.rememberedCap = l.limit
-		l.limit = max(l.floor, math.Floor(min(l.limit*0.95, l.startLimit*0.9)))
+		l.limit = max(l.floor, math.Floor(min(l.limit*dropToCap, l.startLimit*dropFromStart)))
 	case l.saturated && !now.Before(l.holdUntil):
 		switch {
 		case l.rememberedCap == 0:
 			l.limit *= 2
-		case l.limit < 0.8*l.rememberedCap:
-			l.limit *= 1.25
+		case l.limit < nearCap*l.rememberedCap:
+			l.limit *= growFast
 		default:
-			l.limit = max(l.limit+1, l.limit*1.02)
+			l.limit = max(l.limit+1, l.limit*growProbe)
 		}
 		l.limit = min(l.ceiling, math.Ceil(l.limit))
 	}
