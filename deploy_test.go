@@ -107,3 +107,30 @@ func TestHealthcheckCommand(t *testing.T) {
 		t.Error("-healthcheck against nothing = nil, want an error")
 	}
 }
+
+// TestEveryAlertHasARunbook: each alert's runbook_url (see
+// deploy/kubernetes) points at a section of docs/runbooks.md.
+func TestEveryAlertHasARunbook(t *testing.T) {
+	alerts, err := os.ReadFile("deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runbooks, err := os.ReadFile("docs/runbooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	for line := range strings.Lines(string(alerts)) {
+		name, ok := strings.CutPrefix(strings.TrimSpace(line), "- alert: ")
+		if !ok {
+			continue
+		}
+		n++
+		if !strings.Contains(string(runbooks), "\n## "+name+"\n") {
+			t.Errorf("alert %s has no section \"## %s\" in docs/runbooks.md", name, name)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no alerts found in deploy/prometheus/alerts.yml")
+	}
+}
