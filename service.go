@@ -112,6 +112,7 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 		IntakeLog:         intakeLog,
 		ObserveLookupFunc: metrics.ObserveFunc(m.LookupDuration),
 		ObserveWriteFunc:  metrics.ObserveFunc(m.WriteDuration),
+		ObserveRowAgeFunc: metrics.ObserveFunc(m.RowAge),
 		Workers:           cfg.Workers,
 		MinLookups:        cfg.MinLookups,
 		QueueSize:         cfg.QueueSize,

@@ -94,6 +94,9 @@ func TestMetrics(t *testing.T) {
 		{name: `callback_lookups_total{outcome="online"}`, got: m[`callback_lookups_total{outcome="online"}`], want: float64(distinctOnline), atLeast: true},
 		{name: "callback_lookup_duration_seconds_count", got: m["callback_lookup_duration_seconds_count"], want: float64(len(l.named())), atLeast: true},
 		{name: "callback_wal_syncs_total", got: m["callback_wal_syncs_total"], want: 1, atLeast: true},
+		// Every written row is observed once, and here each within 10 s of its receipt.
+		{name: "callback_row_age_seconds_count", got: m["callback_row_age_seconds_count"], want: m["callback_rows_written_total"]},
+		{name: `callback_row_age_seconds_bucket{le="10"}`, got: m[`callback_row_age_seconds_bucket{le="10"}`], want: m["callback_rows_written_total"]},
 	}
 	for _, c := range checks {
 		if (c.atLeast && c.got < c.want) || (!c.atLeast && c.got != c.want) {

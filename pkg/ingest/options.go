@@ -29,6 +29,9 @@ type Options struct {
 	// ObserveLookupFunc, if set, is told how long each upstream request
 	// took, and ObserveWriteFunc how long each batch upsert took (metrics).
 	ObserveLookupFunc, ObserveWriteFunc func(time.Duration)
+	// ObserveRowAgeFunc, if set, is told how old each written row's newest
+	// receipt was when its batch was stored (the freshness SLO).
+	ObserveRowAgeFunc func(time.Duration)
 
 	// IntakeLog, if set, makes every callback durable before Enqueue returns.
 	// Nil keeps callbacks in memory only: a crash loses what is not written.

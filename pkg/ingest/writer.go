@@ -175,8 +175,13 @@ func (p *Pipeline) flush(ctx context.Context, unwritten map[int64]row) error {
 		if err := p.upsert(ctx, batch); err != nil {
 			return err
 		}
+		observe := p.opt.ObserveRowAgeFunc
 		for _, s := range batch {
-			paid[unwritten[s.ID].mark]++
+			r := unwritten[s.ID]
+			if observe != nil {
+				observe(p.age(r.mono))
+			}
+			paid[r.mark]++
 			delete(unwritten, s.ID)
 		}
 		for mark, n := range paid {

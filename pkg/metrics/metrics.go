@@ -44,9 +44,9 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 
-	// LookupDuration, WriteDuration and WALSync are the histograms: pass
-	// their Observe to the parts' hooks through ObserveFunc.
-	LookupDuration, WriteDuration, WALSync prometheus.Histogram
+	// LookupDuration, WriteDuration, WALSync and RowAge are the
+	// histograms: pass their Observe to the parts' hooks through ObserveFunc.
+	LookupDuration, WriteDuration, WALSync, RowAge prometheus.Histogram
 }
 
 // New returns the metrics with the Go and process collectors registered;
@@ -65,13 +65,18 @@ func New() *Metrics {
 			Name: "callback_write_duration_seconds", Help: "One batch upsert, written or failed.",
 			Buckets: prometheus.DefBuckets,
 		}),
+		// The freshness SLO's indicator: its 10 s bucket is the objective.
+		RowAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "callback_row_age_seconds", Help: "How old a row's newest receipt was when the row was written: from the callback's arrival to its last_seen stored.",
+			Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30},
+		}),
 		WALSync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "callback_wal_sync_duration_seconds", Help: "One group commit of the intake log: its write and fdatasync.",
 			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
 		}),
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.LookupDuration, m.WriteDuration, m.WALSync)
+		m.requests, m.LookupDuration, m.WriteDuration, m.WALSync, m.RowAge)
 	return m
 }
 
