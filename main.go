@@ -68,25 +68,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	// admin: pprof on a listener of its own, off by default, so profiling
-	// is never exposed where callbacks arrive.
-	var admin lifecycle.Part
+	// admin: the status page and pprof on a listener of its own, off by
+	// default, so neither is ever exposed where callbacks arrive.
+	var admin []lifecycle.Part
 	if cfg.AdminAddr != "" {
-		if admin, err = adminServer(cfg.AdminAddr, log); err != nil {
+		srv, err := adminServer(cfg.AdminAddr, log, svc.status)
+		if err != nil {
 			ln.Close()
 			return err
 		}
+		admin = []lifecycle.Part{{Name: "status", Run: svc.status.Run}, srv}
 	}
 
 	// Start in dependency order; parts stops them in reverse. Each part
 	// runs until parts.Stop (or Abandon) ends it, never on ctx alone, so
 	// whatever ends the wait below, every part is stopped in order.
 	parts := lifecycle.New(log)
-	for _, p := range svc.parts(ln) {
+	for _, p := range append(svc.parts(ln), admin...) {
 		parts.Start(ctx, p)
-	}
-	if admin.Run != nil {
-		parts.Start(ctx, admin)
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", cfg.AdminAddr)
 

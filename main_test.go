@@ -203,8 +203,8 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestAdminListener: pprof answers on -admin-addr and never on the public
-// listener.
+// TestAdminListener: pprof and the status page answer on -admin-addr and
+// never on the public listener.
 func TestAdminListener(t *testing.T) {
 	dbURL := pgtest.NewDB(t)
 	up := httptest.NewServer(&sim.Upstream{})
@@ -231,6 +231,27 @@ func TestAdminListener(t *testing.T) {
 	}
 	if got := get("http://" + addr + "/debug/pprof/"); got != http.StatusNotFound {
 		t.Errorf("public /debug/pprof/ = %d, want 404", got)
+	}
+	// The status page: on the admin listener only, drawing this replica's
+	// answers once it has two samples.
+	eventually := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && strings.Contains(string(body), "202: ") {
+			break
+		}
+		if time.Now().After(eventually) {
+			t.Fatalf("admin / = %d, want 200 and a chart of the 202s:\n%s", resp.StatusCode, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := get("http://" + addr + "/"); got != http.StatusNotFound {
+		t.Errorf("public / = %d, want 404", got)
 	}
 	cancel()
 	if err := <-done; err != nil {

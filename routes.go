@@ -51,14 +51,15 @@ func routes(log *slog.Logger, q callback.Enqueuer, pipe *ingest.Pipeline, intake
 	return callback.Recover(log, mux)
 }
 
-// adminServer listens on addr and returns the part that serves
-// net/http/pprof there, and nothing else.
-func adminServer(addr string, log *slog.Logger) (lifecycle.Part, error) {
+// adminServer listens on addr and returns the part that serves the status
+// page (at /) and net/http/pprof there, and nothing else.
+func adminServer(addr string, log *slog.Logger, page http.Handler) (lifecycle.Part, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return lifecycle.Part{}, fmt.Errorf("listen admin: %w", err)
 	}
 	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", page)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -8,6 +8,7 @@ import (
 	"callback/pkg/lifecycle"
 	"callback/pkg/metrics"
 	"callback/pkg/objects"
+	"callback/pkg/status"
 	"callback/pkg/store"
 	"callback/pkg/wal"
 	"context"
@@ -44,6 +45,7 @@ type service struct {
 	pipe      *ingest.Pipeline
 	sweeper   *expiry.Sweeper
 	srv       *http.Server
+	status    *status.Sampler // the admin listener's page; it samples only with -admin-addr
 
 	// draining is set once the service has decided to stop: /readyz
 	// answers 503 from then on (see shutdown).
@@ -82,6 +84,7 @@ func newService(ctx context.Context, cfg config.Config, log *slog.Logger, w wrap
 	// Metrics: the histograms are fed by the parts as things happen; the
 	// rest is read from the parts at every scrape (Watch, below).
 	m := metrics.New()
+	s.status = status.New(m.Gatherer(), cfg.TTL)
 
 	// The intake log: every callback is synced there before its 202 and
 	// replayed after a restart (see replay). Without -wal-dir, callbacks

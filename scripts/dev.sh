@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PGPORT=${PGPORT:-5433}
+ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:6060}
 DEV_DIR=${DEV_DIR:-/tmp/callback-dev}
 PGDATA=$DEV_DIR/pgdata
 export PATH="$PATH:/usr/local/go/bin"
@@ -51,19 +52,25 @@ fi
 # The programs run in sessions of their own (setsid), so the terminal's Ctrl-C
 # reaches only this script, which then stops them one at a time, in order.
 sender= service= upstream=
+say() { echo "dev.sh: $*" >&2 || true; }
 stop() { # stop NAME PID: SIGTERM, then wait for it to exit
 	[ -n "$2" ] || return 0
-	echo "dev.sh: stopping $1"
+	say "stopping $1"
 	kill -TERM "$2" 2>/dev/null || true
 	wait "$2" 2>/dev/null || true
 }
 cleanup() {
 	trap - INT TERM EXIT
+	# With `make run | tee log`, Ctrl-C ends tee too: a write to the closed pipe
+	# must not end the cleanup before PostgreSQL is stopped. So no SIGPIPE, no
+	# exit on a failed command, and the messages go to stderr.
+	trap '' PIPE
+	set +e
 	stop sender "$sender"
 	stop "service (it drains its queue first)" "$service"
 	stop upstream "$upstream"
 	if [ -n "$own_pg" ]; then
-		echo "dev.sh: stopping PostgreSQL"
+		say "stopping PostgreSQL"
 		as_pg "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
 	fi
 }
@@ -82,11 +89,12 @@ go build -o "$DEV_DIR/objectsource" ./objectsource
 
 setsid "$DEV_DIR/objectsource" -addr 127.0.0.1:9010 -target '' &
 upstream=$!
-setsid "$DEV_DIR/callback" -addr 127.0.0.1:9090 -src http://127.0.0.1:9010 -db "$DB_URL" -ttl 30s -wal-dir "$DEV_DIR/wal" &
+setsid "$DEV_DIR/callback" -addr 127.0.0.1:9090 -admin-addr "$ADMIN_ADDR" -src http://127.0.0.1:9010 -db "$DB_URL" -ttl 30s -wal-dir "$DEV_DIR/wal" &
 service=$!
 setsid "$DEV_DIR/objectsource" -addr '' -target http://127.0.0.1:9090/callback &
 sender=$!
 echo "dev.sh: service on 127.0.0.1:9090, upstream on 127.0.0.1:9010, sender posting; Ctrl-C stops all"
+echo "dev.sh: status page (charts of the last minutes): http://$ADMIN_ADDR/"
 echo "dev.sh: watch the table with: psql '$DB_URL' -c 'SELECT count(*), max(last_seen) FROM objects'"
 
 # Stop everything, in order, as soon as any program exits by itself.

@@ -97,7 +97,7 @@ var settings = []setting{
 			return nil
 		}},
 	{flag: "admin-addr", env: "ADMIN_ADDR", def: "", unit: "host:port",
-		usage: "listen address for net/http/pprof, never on the public listener; empty: off",
+		usage: "listen address for the status page (/, charts of the last minutes) and net/http/pprof, never on the public listener; empty: off",
 		field: func(c *Config) any { return &c.AdminAddr },
 		check: func(c *Config) error {
 			if c.AdminAddr == "" {

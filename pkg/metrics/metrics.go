@@ -90,6 +90,10 @@ func (m *Metrics) Watch(src Sources) {
 	m.reg.MustRegister(&collector{src: src})
 }
 
+// Gatherer is the registry, for what reads the metrics in process (the
+// status page).
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
+
 // Handler serves the registry.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
