@@ -134,3 +134,32 @@ func TestEveryAlertHasARunbook(t *testing.T) {
 		t.Fatal("no alerts found in deploy/prometheus/alerts.yml")
 	}
 }
+
+// TestEveryAlertIsTested: alerts_test.yml makes every alert fire at least
+// once (and promtool test rules, in TestAlertRules, checks it does).
+func TestEveryAlertIsTested(t *testing.T) {
+	alerts, err := os.ReadFile("deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile("deploy/prometheus/alerts_test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fires := map[string]bool{}
+	var current string
+	for line := range strings.Lines(string(tests)) {
+		line = strings.TrimSpace(line)
+		if name, ok := strings.CutPrefix(line, "alertname: "); ok {
+			current = name
+		}
+		if line == "exp_alerts:" { // not "exp_alerts: []": a list of alerts follows
+			fires[current] = true
+		}
+	}
+	for line := range strings.Lines(string(alerts)) {
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "- alert: "); ok && !fires[name] {
+			t.Errorf("alert %s never fires in deploy/prometheus/alerts_test.yml", name)
+		}
+	}
+}
