@@ -111,22 +111,15 @@ func TestHealthcheckCommand(t *testing.T) {
 // TestEveryAlertHasARunbook: each alert's runbook_url (see
 // deploy/kubernetes) points at a section of docs/runbooks.md.
 func TestEveryAlertHasARunbook(t *testing.T) {
-	alerts, err := os.ReadFile("deploy/prometheus/alerts.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	runbooks, err := os.ReadFile("docs/runbooks.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	alerts, runbooks := readFile(t, "deploy/prometheus/alerts.yml"), readFile(t, "docs/runbooks.md")
 	var n int
-	for line := range strings.Lines(string(alerts)) {
+	for line := range strings.Lines(alerts) {
 		name, ok := strings.CutPrefix(strings.TrimSpace(line), "- alert: ")
 		if !ok {
 			continue
 		}
 		n++
-		if !strings.Contains(string(runbooks), "\n## "+name+"\n") {
+		if !strings.Contains(runbooks, "\n## "+name+"\n") {
 			t.Errorf("alert %s has no section \"## %s\" in docs/runbooks.md", name, name)
 		}
 	}
@@ -138,17 +131,10 @@ func TestEveryAlertHasARunbook(t *testing.T) {
 // TestEveryAlertIsTested: alerts_test.yml makes every alert fire at least
 // once (and promtool test rules, in TestAlertRules, checks it does).
 func TestEveryAlertIsTested(t *testing.T) {
-	alerts, err := os.ReadFile("deploy/prometheus/alerts.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests, err := os.ReadFile("deploy/prometheus/alerts_test.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	alerts, tests := readFile(t, "deploy/prometheus/alerts.yml"), readFile(t, "deploy/prometheus/alerts_test.yml")
 	fires := map[string]bool{}
 	var current string
-	for line := range strings.Lines(string(tests)) {
+	for line := range strings.Lines(tests) {
 		line = strings.TrimSpace(line)
 		if name, ok := strings.CutPrefix(line, "alertname: "); ok {
 			current = name
@@ -157,9 +143,18 @@ func TestEveryAlertIsTested(t *testing.T) {
 			fires[current] = true
 		}
 	}
-	for line := range strings.Lines(string(alerts)) {
+	for line := range strings.Lines(alerts) {
 		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "- alert: "); ok && !fires[name] {
 			t.Errorf("alert %s never fires in deploy/prometheus/alerts_test.yml", name)
 		}
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
