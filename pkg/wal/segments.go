@@ -63,7 +63,7 @@ func (l *Log) scan() error {
 		s.size, s.oldest = int64(len(data)), sum.oldest
 		l.stats.Corrupt += int64(sum.corrupt)
 		if sum.corrupt > 0 {
-			l.log.Warn("skipped corrupt records", "segment", s.path, "count", sum.corrupt)
+			l.logger.Warn("skipped corrupt records", "segment", s.path, "count", sum.corrupt)
 		}
 		if tail := len(data) - sum.end; tail > 0 {
 			if i < len(l.segments)-1 {
@@ -71,13 +71,13 @@ func (l *Log) scan() error {
 				// these bytes are damage, not a torn write. Keep the file as
 				// it is; they are skipped like a corrupt record.
 				l.stats.Corrupt++
-				l.log.Warn("segment ends in bytes that are no record", "segment", s.path, "bytes", tail)
+				l.logger.Warn("segment ends in bytes that are no record", "segment", s.path, "bytes", tail)
 			} else {
 				if err := l.opt.FS.Truncate(s.path, int64(sum.end)); err != nil {
 					return fmt.Errorf("wal: cut torn tail of %s: %w", s.path, err)
 				}
 				l.stats.TornBytes += int64(tail)
-				l.log.Warn("cut a torn record off the log", "segment", s.path, "bytes", tail)
+				l.logger.Warn("cut a torn record off the log", "segment", s.path, "bytes", tail)
 				s.size = int64(sum.end)
 			}
 		}

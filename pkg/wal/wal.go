@@ -132,10 +132,10 @@ const DefaultSegmentAge = 2 * time.Second
 // Log is an open intake log. Open it, Replay what it holds, then run Run in
 // its own goroutine and Append from any number of others.
 type Log struct {
-	dir  string
-	opt  Options
-	log  *slog.Logger
-	lock *os.File // holds the directory's flock
+	dir    string
+	opt    Options
+	logger *slog.Logger
+	lock   *os.File // holds the directory's flock
 
 	requests chan *request // Append to Run; buffered, so a sender never waits for the writer to come round
 	stopped  chan struct{} // closed once Run has returned (or the log was closed without it)
@@ -203,7 +203,7 @@ func Open(dir string, log *slog.Logger, opt Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opt: opt, log: log.With("component", "wal"), lock: lock, requests: make(chan *request, 4096),
+	l := &Log{dir: dir, opt: opt, logger: log.With("component", "wal"), lock: lock, requests: make(chan *request, requestQueue),
 		stopped: make(chan struct{}), openedAt: opt.NowFunc(), retry: time.NewTimer(time.Hour)}
 	l.retry.Stop()
 	if err := l.scan(); err != nil {
@@ -221,6 +221,11 @@ func openLock(dir string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// requestQueue is how many Appends may wait for the writer before a sender
+// blocks on the channel: more than a group commit ever gathers (a few hundred
+// at saturation), so a sender never waits for the writer to come round.
+const requestQueue = 4096
 
 // errInUse is the answer when another process holds dir's lock.
 func errInUse(dir string) error {
@@ -384,13 +389,13 @@ func (l *Log) close() {
 	// next start would only replay what is already written, which is
 	// harmless.
 	if _, err := l.drop(true); err != nil {
-		l.log.Warn("reclaim intake log at close", "err", err)
+		l.logger.Warn("reclaim intake log at close", "err", err)
 	}
 	if err := l.opt.FS.SyncDir(l.dir); err != nil {
-		l.log.Warn("sync intake log directory at close", "err", err)
+		l.logger.Warn("sync intake log directory at close", "err", err)
 	}
 	if s := l.Stats(); s.OnDisk > 0 {
-		l.log.Info("intake log closed with callbacks still owed; the next start replays them", "on_disk", s.OnDisk)
+		l.logger.Info("intake log closed with callbacks still owed; the next start replays them", "on_disk", s.OnDisk)
 	}
 	_ = l.lock.Close() // releases the flock
 }

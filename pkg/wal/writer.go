@@ -59,7 +59,7 @@ func (l *Log) Run(ctx context.Context) error {
 			continue
 		case <-reclaimTick.C:
 			if err := l.reclaim(); err != nil {
-				l.log.WarnContext(ctx, "reclaim intake log", "err", err)
+				l.logger.WarnContext(ctx, "reclaim intake log", "err", err)
 			}
 			continue
 		case req := <-l.requests:
@@ -226,7 +226,7 @@ func (l *Log) countFailure(err error) {
 	l.mu.Lock()
 	l.stats.Failures++
 	l.mu.Unlock()
-	l.log.Error("intake log write failed", "err", err)
+	l.logger.Error("intake log write failed", "err", err)
 }
 
 // setDegraded makes Append fail fast, and has Run try a new segment after
@@ -237,7 +237,7 @@ func (l *Log) setDegraded(err error) {
 	l.degraded = err
 	l.mu.Unlock()
 	if !already {
-		l.log.Error("intake log degraded: callbacks are not durable until it recovers", "err", err)
+		l.logger.Error("intake log degraded: callbacks are not durable until it recovers", "err", err)
 	}
 	l.retry.Reset(l.opt.RetryInterval)
 }
@@ -252,7 +252,7 @@ func (l *Log) reopen() {
 	l.mu.Lock()
 	l.degraded = nil
 	l.mu.Unlock()
-	l.log.Info("intake log recovered")
+	l.logger.Info("intake log recovered")
 }
 
 // logStats logs what happened since last: the group commits, their mean
@@ -275,7 +275,7 @@ func (l *Log) logStats(ctx context.Context, s, last Stats) {
 	if !s.Oldest.IsZero() {
 		held = l.opt.NowFunc().Sub(s.Oldest).Round(time.Millisecond)
 	}
-	l.log.InfoContext(ctx, "intake log stats",
+	l.logger.InfoContext(ctx, "intake log stats",
 		"appended", s.Appended, "syncs", s.Syncs, "per_sync", perSync, "sync_mean", mean, "sync_max", longest,
 		"bytes", s.Bytes, "on_disk", s.OnDisk, "held", held, "reclaimed", s.Reclaimed, "failures", s.Failures, "degraded", s.Degraded)
 }
