@@ -29,8 +29,9 @@ type Options struct {
 	// ObserveLookupFunc, if set, is told how long each upstream request
 	// took, and ObserveWriteFunc how long each batch upsert took (metrics).
 	ObserveLookupFunc, ObserveWriteFunc func(time.Duration)
-	// ObserveRowAgeFunc, if set, is told how old each written row's newest
-	// receipt was when its batch was stored (the freshness SLO).
+	// ObserveRowAgeFunc, if set, is told how long each written row had been
+	// owed, from the oldest callback that asked for it while unwritten, when
+	// its batch was stored (the freshness SLO).
 	ObserveRowAgeFunc func(time.Duration)
 
 	// IntakeLog, if set, makes every callback durable before Enqueue returns.

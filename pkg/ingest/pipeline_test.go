@@ -525,6 +525,42 @@ func TestOldestUnwrittenCountsAnOutage(t *testing.T) {
 	})
 }
 
+// The row age (the freshness SLO's indicator) counts an outage the same way:
+// from the oldest callback a row carried while unwritten, however often newer
+// ones named the ID again. Without an outage it is about the lookup's time.
+func TestRowAgeCountsAnOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := &database{down: true}
+		u := &fakeUpserter{UpsertObjectsFunc: db.upsert}
+		var mu sync.Mutex
+		var ages []time.Duration
+		p := New(logtest.Discard(), &fakeSource{OnlineFunc: evenOnline(100 * time.Millisecond)}, u, Options{
+			ObserveRowAgeFunc: func(d time.Duration) { mu.Lock(); ages = append(ages, d); mu.Unlock() },
+		})
+		wait := start(t, t.Context(), p)
+		for range 20 {
+			must(t, p.Enqueue(context.Background(), []int64{2}, time.Now()))
+			time.Sleep(time.Second)
+		}
+		db.set(false)
+		time.Sleep(3 * time.Second)
+		must(t, p.Enqueue(context.Background(), []int64{4}, time.Now()))
+		time.Sleep(3 * time.Second)
+		must(t, wait())
+		mu.Lock()
+		defer mu.Unlock()
+		if len(ages) != 2 {
+			t.Fatalf("%d rows observed, want 2: %v", len(ages), ages)
+		}
+		if ages[0] < 20*time.Second {
+			t.Errorf("row 2 written %v after it was first owed, want the 20 s outage at least", ages[0])
+		}
+		if ages[1] > time.Second {
+			t.Errorf("row 4 written %v after its callback, want about the lookup's 100 ms", ages[1])
+		}
+	})
+}
+
 // Through a database outage the writer drops the rows whose receipt is
 // older than the TTL (the sweeper would delete them at once), so its memory
 // is bounded by the IDs seen within a TTL, not by every ID seen. (Before, it

@@ -71,23 +71,23 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 				owedSince = p.now()
 			}
 			r, dup := unwritten[s.ID]
-			mono := s.mono
+			mono, owed := s.mono, s.mono
 			if dup {
-				mono = max(mono, r.mono)
+				mono, owed = max(mono, r.mono), min(owed, r.owed)
 			}
 			switch {
 			case !dup:
-				unwritten[s.ID] = row{s.Received, mono, s.mark}
+				unwritten[s.ID] = row{s.Received, mono, s.mark, owed}
 			case s.Received.After(r.received) && s.mark == 0:
-				unwritten[s.ID] = row{s.Received, mono, r.mark} // not durable: the debt stays
+				unwritten[s.ID] = row{s.Received, mono, r.mark, owed} // not durable: the debt stays
 			case s.Received.After(r.received):
 				p.owe(r.mark, -1)
-				unwritten[s.ID] = row{s.Received, mono, s.mark}
+				unwritten[s.ID] = row{s.Received, mono, s.mark, owed}
 			case r.mark == 0:
-				unwritten[s.ID] = row{r.received, mono, s.mark} // the newer row is not durable: keep this debt
+				unwritten[s.ID] = row{r.received, mono, s.mark, owed} // the newer row is not durable: keep this debt
 			default:
 				p.owe(s.mark, -1) // the row already waiting is as new
-				unwritten[s.ID] = row{r.received, mono, r.mark}
+				unwritten[s.ID] = row{r.received, mono, r.mark, owed}
 			}
 			if len(unwritten) >= p.opt.BatchSize && ready() {
 				flush()
@@ -126,12 +126,15 @@ func (p *Pipeline) write(ctx context.Context, sightings <-chan sighting) {
 }
 
 // row is one unwritten row: the newest receipt time of its ID, the newest
-// arrival (stamp.mono) among its sightings, and the mark of the intake log
-// record that holds it, on which the row holds a debt.
+// arrival (stamp.mono) among its sightings, the mark of the intake log
+// record that holds it, on which the row holds a debt, and the oldest
+// arrival among its sightings, from which the row has been owed: newer
+// callbacks refresh mono, but not how long the table has lacked the row.
 type row struct {
 	received time.Time
 	mono     int64
 	mark     uint64
+	owed     int64
 }
 
 // expire drops the rows whose receipt is older than the TTL: the sweeper
@@ -179,7 +182,7 @@ func (p *Pipeline) flush(ctx context.Context, unwritten map[int64]row) error {
 		for _, s := range batch {
 			r := unwritten[s.ID]
 			if observe != nil {
-				observe(p.age(r.mono))
+				observe(p.age(r.owed))
 			}
 			paid[r.mark]++
 			delete(unwritten, s.ID)

@@ -67,7 +67,7 @@ func New() *Metrics {
 		}),
 		// The freshness SLO's indicator: its 10 s bucket is the objective.
 		RowAge: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "callback_row_age_seconds", Help: "How old a row's newest receipt was when the row was written: from the callback's arrival to its last_seen stored.",
+			Name: "callback_row_age_seconds", Help: "How long a row had been owed when it was written: from the arrival of the oldest callback that asked for it while unwritten (newer ones do not reset it).",
 			Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30},
 		}),
 		WALSync: prometheus.NewHistogram(prometheus.HistogramOpts{

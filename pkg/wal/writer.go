@@ -29,6 +29,7 @@ type result struct {
 // new segment first, so nothing is ever appended after a replayed tail.
 func (l *Log) Run(ctx context.Context) error {
 	defer l.close()
+	defer l.retry.Stop()
 	l.rotateOrDegrade()
 	var (
 		batch []*request
