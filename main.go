@@ -5,8 +5,6 @@
 package main
 
 import (
-	"callback/pkg/config"
-	"callback/pkg/lifecycle"
 	"context"
 	"errors"
 	"flag"
@@ -22,6 +20,9 @@ import (
 	"time"
 
 	"github.com/joho/godotenv"
+
+	"callback/pkg/config"
+	"callback/pkg/lifecycle"
 )
 
 func main() {

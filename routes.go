@@ -1,11 +1,6 @@
 package main
 
 import (
-	"callback/pkg/callback"
-	"callback/pkg/ingest"
-	"callback/pkg/lifecycle"
-	"callback/pkg/metrics"
-	"callback/pkg/wal"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +10,12 @@ import (
 	"net/http/pprof"
 	"sync/atomic"
 	"time"
+
+	"callback/pkg/callback"
+	"callback/pkg/ingest"
+	"callback/pkg/lifecycle"
+	"callback/pkg/metrics"
+	"callback/pkg/wal"
 )
 
 // routes is the whole HTTP surface, in the order a request meets it:

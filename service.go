@@ -1,16 +1,6 @@
 package main
 
 import (
-	"callback/pkg/callback"
-	"callback/pkg/config"
-	"callback/pkg/expiry"
-	"callback/pkg/ingest"
-	"callback/pkg/lifecycle"
-	"callback/pkg/metrics"
-	"callback/pkg/objects"
-	"callback/pkg/status"
-	"callback/pkg/store"
-	"callback/pkg/wal"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +13,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"callback/pkg/callback"
+	"callback/pkg/config"
+	"callback/pkg/expiry"
+	"callback/pkg/ingest"
+	"callback/pkg/lifecycle"
+	"callback/pkg/metrics"
+	"callback/pkg/objects"
+	"callback/pkg/status"
+	"callback/pkg/store"
+	"callback/pkg/wal"
 )
 
 var (

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"callback/pkg/ingest"
-	"callback/pkg/store"
-	"callback/pkg/wal"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +9,10 @@ import (
 	"runtime"
 	"runtime/debug"
 	"time"
+
+	"callback/pkg/ingest"
+	"callback/pkg/store"
+	"callback/pkg/wal"
 )
 
 // ensureSchema applies init.sql, retrying until the database answers, and
