@@ -39,10 +39,12 @@ type Sources struct {
 	Pool      func() PoolStats
 }
 
-// Metrics is the registry and the metrics fed as things happen.
+// Metrics is the registries and the metrics fed as things happen: reg holds
+// the service's own, runtime the Go and process collectors, which read the
+// runtime and /proc and which only a scrape needs.
 type Metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
+	reg, runtime *prometheus.Registry
+	requests     *prometheus.CounterVec
 
 	// LookupDuration, WriteDuration, WALSync and RowAge are the
 	// histograms: pass their Observe to the parts' hooks through ObserveFunc.
@@ -53,7 +55,8 @@ type Metrics struct {
 // Watch adds the parts once they exist.
 func New() *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:     prometheus.NewRegistry(),
+		runtime: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_requests_total", Help: "Answers to POST /callback, by HTTP status.",
 		}, []string{"code"}),
@@ -75,8 +78,8 @@ func New() *Metrics {
 			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
 		}),
 	}
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.LookupDuration, m.WriteDuration, m.WALSync, m.RowAge)
+	m.runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.requests, m.LookupDuration, m.WriteDuration, m.WALSync, m.RowAge)
 	return m
 }
 
@@ -90,13 +93,13 @@ func (m *Metrics) Watch(src Sources) {
 	m.reg.MustRegister(&collector{src: src})
 }
 
-// Gatherer is the registry, for what reads the metrics in process (the
-// status page).
+// Gatherer is the service's own metrics, without the runtime's, for what
+// reads them in process every second (the status page).
 func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 
 // Handler serves the registry.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	return promhttp.HandlerFor(prometheus.Gatherers{m.reg, m.runtime}, promhttp.HandlerOpts{Registry: m.reg})
 }
 
 // CountRequests counts next's answers by status in callback_requests_total.
