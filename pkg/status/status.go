@@ -1,7 +1,7 @@
 // Package status is a page that shows the service at work without a
 // Prometheus or a Grafana: charts of the last minutes of its own metrics,
 // drawn as SVG. A Sampler reads the metrics registry every second into a
-// ring of samples (its Run is the only writer); ServeHTTP draws from it. It
+// window of samples (its Run is the only writer); ServeHTTP draws from it. It
 // is served on the admin listener, beside pprof, never on the public one.
 package status
 
