@@ -18,13 +18,17 @@ type FS interface {
 	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
 	Truncate(name string, size int64) error
 	Remove(name string) error
+	// Rename makes a reclaimed segment a spare, and a spare a segment.
+	Rename(from, to string) error
 	// SyncDir makes the directory's entries (a new segment's name) durable.
 	SyncDir(dir string) error
 }
 
 // File is an open segment.
 type File interface {
-	Write(p []byte) (int, error)
+	// WriteAt writes at an offset: a commit overwrites the end mark of the
+	// one before it, and a recycled segment's former bytes.
+	WriteAt(p []byte, off int64) (int, error)
 	// Sync makes what was written durable (fdatasync where the OS has it).
 	Sync() error
 	Close() error
@@ -35,6 +39,7 @@ type osFS struct{}
 func (osFS) MkdirAll(dir string, perm fs.FileMode) error { return os.MkdirAll(dir, perm) }
 func (osFS) ReadDir(dir string) ([]fs.DirEntry, error)   { return os.ReadDir(dir) }
 func (osFS) Remove(name string) error                    { return os.Remove(name) }
+func (osFS) Rename(from, to string) error                { return os.Rename(from, to) }
 
 // ReadFile and Truncate open a segment without following a symbolic link
 // and refuse anything but a regular file: a link named like a segment would

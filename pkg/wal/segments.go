@@ -20,27 +20,44 @@ type segment struct {
 	oldest    time.Time // the oldest receipt in it; zero if none
 	opened    time.Time // when this process opened it for writing; zero for older ones
 	committed time.Time // the end of its last commit by this process; zero for older ones
+	disk      int64     // the file's length, a former life's bytes included (see recycle)
 	file      File      // open while it is being written
 	replay    bool      // it was there at Open: it goes only once Replay has read it all
+	legacy    bool      // it holds unstamped records (record.go), so it is never recycled
+	failed    bool      // a write or sync to it failed, so it is never written again
 	// owed counts the debts on its records not yet paid (see Owe): one per
 	// record when it is committed or replayed, then one per ID whose newest
 	// receipt one of them holds.
 	owed int64
 }
 
-// scan lists the segments, reads each to learn its size and oldest receipt,
-// counts the records it must skip, and cuts a torn tail off the last one.
+// Segment files are named by their index in hex, zero-padded so that names
+// sort as indexes do; a reclaimed one kept for reuse has the suffix .free.
+const (
+	segmentSuffix = ".wal"
+	spareSuffix   = ".free"
+)
+
+func (l *Log) pathOf(index uint64, suffix string) string {
+	return filepath.Join(l.dir, fmt.Sprintf("%016x%s", index, suffix))
+}
+
+// scan lists the segments and the spares, reads each segment to learn its
+// size and oldest receipt, counts the records it must skip, and cuts a torn
+// tail off the last one. The next index is past every name, spares' too: a
+// spare holds records stamped with its own index or earlier ones, so a
+// segment it becomes must have a later one.
 func (l *Log) scan() error {
 	entries, err := l.opt.FS.ReadDir(l.dir)
 	if err != nil {
 		return fmt.Errorf("wal: read %s: %w", l.dir, err)
 	}
 	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".wal")
-		if !ok || e.IsDir() {
+		suffix := filepath.Ext(e.Name())
+		if (suffix != segmentSuffix && suffix != spareSuffix) || e.IsDir() {
 			continue
 		}
-		index, err := strconv.ParseUint(name, 16, 64)
+		index, err := strconv.ParseUint(strings.TrimSuffix(e.Name(), suffix), 16, 64)
 		if err != nil {
 			continue // not ours
 		}
@@ -48,7 +65,17 @@ func (l *Log) scan() error {
 			return fmt.Errorf("wal: %s is named like a segment but is not a regular file (%v); remove it, or use another -wal-dir",
 				filepath.Join(l.dir, e.Name()), e.Type())
 		}
-		l.segments = append(l.segments, &segment{index: index, path: filepath.Join(l.dir, e.Name()), replay: true})
+		l.nextIndex = max(l.nextIndex, index+1)
+		s := &segment{index: index, path: filepath.Join(l.dir, e.Name())}
+		if suffix == spareSuffix {
+			if info, err := e.Info(); err == nil {
+				s.disk = info.Size()
+			}
+			l.spares = append(l.spares, s)
+			continue
+		}
+		s.replay = true
+		l.segments = append(l.segments, s)
 	}
 	slices.SortFunc(l.segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
 	for i, s := range l.segments {
@@ -56,16 +83,16 @@ func (l *Log) scan() error {
 		if err != nil {
 			return fmt.Errorf("wal: read %s: %w", s.path, err)
 		}
-		sum, err := readRecords(data, nil)
+		sum, err := readRecords(data, stamp(s.index), nil)
 		if err != nil {
 			return err
 		}
-		s.size, s.oldest = int64(len(data)), sum.oldest
+		s.size, s.disk, s.oldest, s.legacy = int64(sum.end), int64(len(data)), sum.oldest, sum.legacy
 		l.stats.Corrupt += int64(sum.corrupt)
 		if sum.corrupt > 0 {
 			l.logger.Warn("skipped corrupt records", "segment", s.path, "count", sum.corrupt)
 		}
-		if tail := len(data) - sum.end; tail > 0 {
+		if tail := len(data) - sum.end; tail > 0 && !sum.marked {
 			if i < len(l.segments)-1 {
 				// Not the last segment: no write was under way there, so
 				// these bytes are damage, not a torn write. Keep the file as
@@ -78,11 +105,10 @@ func (l *Log) scan() error {
 				}
 				l.stats.TornBytes += int64(tail)
 				l.logger.Warn("cut a torn record off the log", "segment", s.path, "bytes", tail)
-				s.size = int64(sum.end)
+				s.disk = int64(sum.end)
 			}
 		}
 		l.total += s.size
-		l.nextIndex = s.index + 1
 	}
 	l.replayed = len(l.segments) == 0
 	return nil
@@ -106,11 +132,12 @@ func (l *Log) reclaim() error {
 	return err
 }
 
-// drop deletes the closed segments that may go, and reports the bytes
+// drop takes away the closed segments that may go, and reports the bytes
 // freed: each one on which nothing is owed (if it was there at Open, once
 // Replay has read them all), and any whose last commit is older than
 // KeepFor. The segment being written stays, unless final: Run has ended and
-// closed it.
+// closed it. Each goes to the spares if recycle keeps it, else it is
+// deleted.
 func (l *Log) drop(final bool) (int64, error) {
 	now := l.opt.NowFunc()
 	l.mu.Lock()
@@ -131,6 +158,10 @@ func (l *Log) drop(final bool) (int64, error) {
 	var freed int64
 	var errs []error
 	for _, s := range drop {
+		if l.recycle(s) {
+			freed += s.size
+			continue
+		}
 		if err := l.opt.FS.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("wal: remove %s: %w", s.path, err))
 			continue
@@ -156,4 +187,39 @@ func (l *Log) aged(s *segment, now time.Time) bool {
 		last = l.openedAt
 	}
 	return now.Sub(last) > l.opt.KeepFor
+}
+
+// maxSpares is how many reclaimed segments are kept to be written again. A
+// segment is opened every SegmentAge and one goes about as often, so a few
+// cover the turnover; the rest are deleted.
+const maxSpares = 4
+
+// recycle keeps a reclaimed segment as a spare, renamed to index.free, for
+// rotate to write again from its start: a sync of bytes that overwrite a
+// file's blocks writes no metadata, where one that grows the file commits
+// the file system's journal too (BENCHMARKS.md, "Recycled segments"). It
+// keeps none that failed or holds unstamped records, none beyond
+// maxSpares, and none that would take the log and its spares past
+// MaxBytes. A crash before the directory is synced may leave the old name:
+// the next start replays what was already settled, which is harmless.
+func (l *Log) recycle(s *segment) bool {
+	l.mu.Lock()
+	var spare int64
+	for _, sp := range l.spares {
+		spare += sp.disk
+	}
+	keep := !s.failed && !s.legacy && len(l.spares) < maxSpares && l.total+spare+s.disk <= l.opt.MaxBytes
+	l.mu.Unlock()
+	if !keep {
+		return false
+	}
+	path := l.pathOf(s.index, spareSuffix)
+	if err := l.opt.FS.Rename(s.path, path); err != nil {
+		l.logger.Warn("keep a reclaimed segment for reuse", "segment", s.path, "err", err)
+		return false
+	}
+	l.mu.Lock()
+	l.spares = append(l.spares, &segment{index: s.index, path: path, disk: s.disk})
+	l.mu.Unlock()
+	return true
 }

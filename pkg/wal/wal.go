@@ -5,10 +5,12 @@
 //
 // The log is a directory of segment files, written by one goroutine (Run).
 // Each record is one callback, framed with its length and a checksum
-// (record.go). Callbacks that arrive together share one write and one
-// fdatasync (group commit, writer.go), and each Append returns only once its
-// own bytes are synced. Segments are scanned, replayed and reclaimed whole
-// (segments.go).
+// stamped with its segment (record.go). Callbacks that arrive together share
+// one write and one fdatasync (group commit, writer.go), and each Append
+// returns only once its own bytes are synced. Segments are scanned, replayed
+// and reclaimed whole (segments.go), and a reclaimed one is written again
+// from its start rather than deleted, because a sync that overwrites a
+// file's blocks is cheaper than one that grows it.
 //
 // What it deliberately does and does not do:
 //   - A failed write or fsync is never retried on the same file: after a
@@ -26,10 +28,12 @@
 //     caller takes a debt for each ID whose newest receipt a record holds
 //     and pays it once that ID is settled (Owe). A segment goes once nothing
 //     is owed on it, so reclaiming compares counts, never clocks; a segment
-//     whose last commit is older than KeepFor goes anyway. When Run ends
-//     with nothing owed, the log deletes every segment, so a clean restart
-//     replays nothing. A size cap turns a full log into ErrFull rather than
-//     an unbounded disk.
+//     whose last commit is older than KeepFor goes anyway. A few that went
+//     are kept as spares (index.free) for new segments to overwrite; the
+//     stamp and the end mark keep their former records from replaying.
+//     When Run ends with nothing owed, every segment goes, so a clean
+//     restart replays nothing. A size cap turns a full log into ErrFull
+//     rather than an unbounded disk.
 //   - The directory is locked (flock) for the life of the Log, so two
 //     processes never share it.
 package wal
@@ -145,6 +149,7 @@ type Log struct {
 
 	mu        sync.Mutex // guards the fields below
 	segments  []*segment // oldest first; the last one is being written, once Run has started
+	spares    []*segment // reclaimed files kept for rotate to write again (see recycle)
 	replayed  bool       // Replay has handed out every record of the segments there at Open
 	openedAt  time.Time  // when Open ran (monotonic): every replayable record is older
 	total     int64      // bytes in all segments
@@ -165,7 +170,8 @@ type Stats struct {
 	Replayed  int64         // records read back by Replay
 	Corrupt   int64         // records skipped for a bad checksum or length
 	TornBytes int64         // bytes cut off the end of the last segment by Open
-	Reclaimed int64         // segments deleted
+	Reclaimed int64         // segments deleted or kept as spares
+	Recycled  int64         // segments written in a spare's file rather than a new one
 	OnDisk    int64         // bytes the log holds now
 	Oldest    time.Time     // the oldest receipt it holds now; zero if none
 	Degraded  bool          // writes are failing and Append fails fast
@@ -254,7 +260,7 @@ func (l *Log) Replay(fn func(Record) error) error {
 		if err != nil {
 			return fmt.Errorf("wal: read %s: %w", s.path, err)
 		}
-		if _, err := readRecords(data, func(r Record) error {
+		if _, err := readRecords(data, stamp(s.index), func(r Record) error {
 			r.Mark = s.index + 1
 			l.mu.Lock()
 			l.stats.Replayed++

@@ -138,11 +138,16 @@ func TestTornTail(t *testing.T) {
 	segs := segmentFiles(t, dir)
 	last := segs[len(segs)-1]
 	torn := encode(nil, rec(4, 4, 4, 4))
-	f, err := os.OpenFile(last, os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(last, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Write(torn[:len(torn)-3]); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next commit would have overwritten the end mark.
+	if _, err := f.WriteAt(torn[:len(torn)-3], fi.Size()-headerLen); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -326,6 +331,83 @@ func TestCloseDeletesWhatIsPaid(t *testing.T) {
 	}
 }
 
+// A settled segment is kept as a spare and written again from its start by
+// a later segment; what its former life left beyond the new records never
+// replays, whether the new records' end mark is there or was lost with a
+// torn write, because those records carry the former segment's stamp.
+func TestRecycledSegment(t *testing.T) {
+	dir := t.TempDir()
+	l, stop := running(t, dir, Options{})
+	var before []Record
+	for i := range 50 {
+		r := rec(int64(i), 100, 200, 300, int64(i))
+		before = append(before, r)
+		l.Owe(mustAppend(t, l, r), -1)
+	}
+	stop()
+	spares, err := filepath.Glob(filepath.Join(dir, "*"+spareSuffix))
+	if err != nil || len(spares) != 1 || len(segmentFiles(t, dir)) != 0 {
+		t.Fatalf("after a close with nothing owed: spares %v (%v), segments %v; want one spare and no segment", spares, err, segmentFiles(t, dir))
+	}
+
+	l, stop = running(t, dir, Options{})
+	want := []Record{rec(100, 7)}
+	mustAppend(t, l, want[0])
+	if got := l.Stats().Recycled; got != 1 {
+		t.Errorf("Recycled = %d, want 1", got)
+	}
+	stop() // owed: it stays, as after a crash
+	segs := segmentFiles(t, dir)
+	if len(segs) != 1 || filepath.Base(segs[0]) != "0000000000000001.wal" {
+		t.Fatalf("segments %v, want the spare written again as the next index, 0000000000000001.wal", segs)
+	}
+	data, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := len(encode(nil, want[0]))
+	if len(data) <= end+headerLen {
+		t.Fatalf("the recycled segment is %d bytes, want its former records after the new one's %d", len(data), end)
+	}
+	got, st := replay(t, dir)
+	if !equal(got, want) || st.Corrupt != 0 || st.TornBytes != 0 {
+		t.Errorf("replayed %v (corrupt %d, torn %d bytes), want %v and nothing skipped", got, st.Corrupt, st.TornBytes, want)
+	}
+
+	copy(data[end:], "\xff\xff\xff\xff\xff\xff\xff\xff") // the end mark, lost
+	if err := os.WriteFile(segs[0], data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	got, st = replay(t, dir)
+	if !equal(got, want) || st.TornBytes == 0 {
+		t.Errorf("with the end mark lost: replayed %d records (torn %d bytes), want %v and the rest cut as torn", len(got), st.TornBytes, want)
+	}
+}
+
+// A segment written before segments were recycled (unstamped records, no
+// end mark) still replays, and is deleted once settled, never recycled:
+// its records could not be told from a new life's.
+func TestLegacySegment(t *testing.T) {
+	dir := t.TempDir()
+	want := []Record{rec(1, 1, 2), rec(2, 3)}
+	old := filepath.Join(dir, "0000000000000005.wal")
+	if err := os.WriteFile(old, encode(encode(nil, want[0]), want[1]), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	l, stop := running(t, dir, Options{})
+	var got []Record
+	if err := l.Replay(func(r Record) error { got = append(got, r); l.Owe(r.Mark, -1); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !equal(got, want) {
+		t.Errorf("replayed %v, want %v", got, want)
+	}
+	stop()
+	if left, _ := filepath.Glob(filepath.Join(dir, "0000000000000005*")); len(left) != 0 {
+		t.Errorf("the settled legacy segment is still there as %v, want it deleted", left)
+	}
+}
+
 // A sender that leaves while its record is being synced does not undo the
 // record: Append waits for the sync and returns the mark, so the caller
 // queues what is on disk instead of leaving it to a crash to replay.
@@ -416,11 +498,11 @@ type faultFile struct {
 	name string
 }
 
-func (f *faultFile) Write(p []byte) (int, error) {
+func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
 	if take(&f.fs.failWrite) {
 		return 0, &os.PathError{Op: "write", Path: f.name, Err: syscall.ENOSPC}
 	}
-	n, err := f.File.Write(p)
+	n, err := f.File.WriteAt(p, off)
 	if err == nil {
 		f.fs.mu.Lock()
 		if f.fs.written == nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -82,6 +81,7 @@ func (l *Log) Run(ctx context.Context) error {
 			buf = append(buf, r.payload...)
 			oldest = earlier(oldest, r.received)
 		}
+		buf = append(buf, endMark[:]...)
 		mark, err := l.commit(buf, oldest, len(batch))
 		for _, r := range batch {
 			r.done <- result{mark, err}
@@ -119,10 +119,11 @@ func (l *Log) gather(batch []*request, until <-chan time.Time) []*request {
 	return batch
 }
 
-// commit writes and syncs buf to the current segment and returns its mark,
-// with one debt owed on it per record. On failure it never retries that
-// file: it opens a new segment and writes the batch there once; if that
-// fails too, the log is degraded until RetryInterval has passed.
+// commit writes and syncs buf, records then an end mark, to the current
+// segment and returns its mark, with one debt owed on it per record. On
+// failure it never retries that file: it opens a new segment and writes the
+// batch there once; if that fails too, the log is degraded until
+// RetryInterval has passed.
 func (l *Log) commit(buf []byte, oldest time.Time, records int) (uint64, error) {
 	l.mu.Lock()
 	degraded := l.degraded
@@ -147,14 +148,16 @@ func (l *Log) commit(buf []byte, oldest time.Time, records int) (uint64, error) 
 	if f := l.opt.ObserveSyncFunc; f != nil {
 		f(took)
 	}
+	n := int64(len(buf) - len(endMark)) // the next commit overwrites the mark
 	l.mu.Lock()
 	cur := l.segments[len(l.segments)-1]
-	cur.size += int64(len(buf))
+	cur.disk = max(cur.disk, cur.size+int64(len(buf)))
+	cur.size += n
 	cur.oldest = earlier(cur.oldest, oldest)
-	l.total += int64(len(buf))
+	l.total += n
 	l.stats.Appended += int64(records)
 	l.stats.Syncs++
-	l.stats.Bytes += int64(len(buf))
+	l.stats.Bytes += n
 	l.stats.SyncTime += took
 	l.recentMax = max(l.recentMax, took)
 	cur.committed = l.opt.NowFunc()
@@ -175,7 +178,9 @@ func (l *Log) rotateOrDegrade() {
 	}
 }
 
-// writeSync writes buf to the current segment and syncs it.
+// writeSync writes buf, stamped for the current segment, where that
+// segment's records end, and syncs it. It leaves buf unstamped, as it found
+// it, for a retry on another segment.
 func (l *Log) writeSync(buf []byte) error {
 	l.mu.Lock()
 	cur := l.segments[len(l.segments)-1]
@@ -183,23 +188,34 @@ func (l *Log) writeSync(buf []byte) error {
 	if cur.file == nil {
 		return errors.New("no open segment")
 	}
-	if _, err := cur.file.Write(buf); err != nil {
+	recs := buf[:len(buf)-len(endMark)]
+	restamp(recs, stamp(cur.index))
+	_, err := cur.file.WriteAt(buf, cur.size)
+	restamp(recs, stamp(cur.index))
+	if err != nil {
+		cur.failed = true
 		return fmt.Errorf("write %s: %w", cur.path, err)
 	}
 	if err := cur.file.Sync(); err != nil {
+		cur.failed = true
 		return fmt.Errorf("sync %s: %w", cur.path, err)
 	}
 	return nil
 }
 
 // rotate closes the current segment (keeping its file: what was synced in
-// it still counts) and opens a new one, syncing the directory so the new
-// file's name is durable too.
+// it still counts) and opens a new one, a spare if there is one, syncing
+// the directory so the new name is durable before a record is written under
+// it.
 func (l *Log) rotate() error {
 	l.mu.Lock()
-	var prev *segment
+	var prev, spare *segment
 	if n := len(l.segments); n > 0 {
 		prev = l.segments[n-1]
+	}
+	if n := len(l.spares); n > 0 {
+		spare = l.spares[n-1]
+		l.spares = l.spares[:n-1]
 	}
 	index := l.nextIndex
 	l.nextIndex++
@@ -208,19 +224,50 @@ func (l *Log) rotate() error {
 		_ = prev.file.Close() // its data is synced, or its failure already reported
 		prev.file = nil
 	}
-	path := filepath.Join(l.dir, fmt.Sprintf("%016x.wal", index))
-	f, err := l.opt.FS.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return fmt.Errorf("open segment: %w", err)
+	next := &segment{index: index, path: l.pathOf(index, segmentSuffix)}
+	f, err := l.reuse(spare, next.path)
+	if err == nil {
+		next.disk = spare.disk
+		l.mu.Lock()
+		l.stats.Recycled++
+		l.mu.Unlock()
+	} else {
+		if spare != nil {
+			l.logger.Warn("reuse a reclaimed segment", "err", err)
+		}
+		f, err = l.opt.FS.OpenFile(next.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+		if err != nil {
+			return fmt.Errorf("open segment: %w", err)
+		}
 	}
 	if err := l.opt.FS.SyncDir(l.dir); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("sync %s: %w", l.dir, err)
 	}
+	next.file, next.opened = f, l.opt.NowFunc()
 	l.mu.Lock()
-	l.segments = append(l.segments, &segment{index: index, path: path, file: f, opened: l.opt.NowFunc()})
+	l.segments = append(l.segments, next)
 	l.mu.Unlock()
 	return nil
+}
+
+// reuse renames a spare to path and opens it to be written from its start.
+// If it cannot, the spare is deleted under both names, so that path is free
+// for a new file.
+func (l *Log) reuse(spare *segment, path string) (File, error) {
+	if spare == nil {
+		return nil, errors.New("no spare")
+	}
+	err := l.opt.FS.Rename(spare.path, path)
+	if err == nil {
+		var f File
+		if f, err = l.opt.FS.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			return f, nil
+		}
+	}
+	_ = l.opt.FS.Remove(spare.path)
+	_ = l.opt.FS.Remove(path)
+	return nil, fmt.Errorf("reuse %s: %w", spare.path, err)
 }
 
 func (l *Log) countFailure(err error) {
@@ -278,5 +325,6 @@ func (l *Log) logStats(ctx context.Context, s, last Stats) {
 	}
 	l.logger.InfoContext(ctx, "intake log stats",
 		"appended", s.Appended, "syncs", s.Syncs, "per_sync", perSync, "sync_mean", mean, "sync_max", longest,
-		"bytes", s.Bytes, "on_disk", s.OnDisk, "held", held, "reclaimed", s.Reclaimed, "failures", s.Failures, "degraded", s.Degraded)
+		"bytes", s.Bytes, "on_disk", s.OnDisk, "held", held, "reclaimed", s.Reclaimed, "recycled", s.Recycled,
+		"failures", s.Failures, "degraded", s.Degraded)
 }
