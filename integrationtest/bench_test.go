@@ -48,13 +48,11 @@ func TestBenchIntake(t *testing.T) {
 	// would share its heap and scheduler, which favours them (measured here:
 	// the service at 0.61x read-only against 0.85x with this set-up).
 	base, basePID := startBaselines(t)
-	targets := []struct {
-		name, url string
-		pid       int // the process serving it, for CPU per callback
-	}{
+	targets := []benchTarget{
 		{"service", svc.URL + "/callback", svc.cmd.Process.Pid}, {"service-memory-only", mem.URL + "/callback", mem.cmd.Process.Pid},
 		{"read+decode", base + "/decode", basePID}, {"read-only", base + "/read", basePID}, {"durable", base + "/durable", basePID},
 	}
+	targets = append(targets, variants(t, buildFast(t), dbURL, upstream(t, up))...)
 	const rounds, each = 3, 6 * time.Second
 	rps, wrkRPS := map[string][]float64{}, map[string][]float64{}
 	var lat, wrkLat []string
@@ -106,6 +104,12 @@ func TestBenchIntake(t *testing.T) {
 		}
 	}
 	t.Logf("BENCH intake our tool: service/durable %.2f×", med("service")/med("durable"))
+	for _, tg := range targets {
+		w := func(name string) float64 { return median(wrkRPS[name]) }
+		t.Logf("BENCH intake target=%q median req/s ours %.0f wrk %.0f; vs durable ours %.2f× wrk %.2f×; vs read+decode ours %.2f× wrk %.2f×",
+			tg.name, med(tg.name), w(tg.name), med(tg.name)/med("durable"), w(tg.name)/w("durable"),
+			med(tg.name)/med("read+decode"), w(tg.name)/w("read+decode"))
+	}
 	// Open loop at half the read+decode baseline's capacity: latency from
 	// when each post was due. The bare read+decode handler runs the same
 	// load too: its latency is what this machine allows any handler. At a
@@ -500,22 +504,11 @@ func TestBenchIntakeCPU(t *testing.T) {
 	svc := startService(t, bin, dbURL, upstream(t, up))
 	mem := startService(t, bin, dbURL, upstream(t, up), "-wal-dir", "")
 	base, basePID := startBaselines(t)
-	targets := []struct {
-		name, url string
-		pid       int
-	}{
+	targets := []benchTarget{
 		{"service", svc.URL + "/callback", svc.cmd.Process.Pid}, {"service-memory-only", mem.URL + "/callback", mem.cmd.Process.Pid},
 		{"read+decode", base + "/decode", basePID}, {"read-only", base + "/read", basePID}, {"durable", base + "/durable", basePID},
 	}
-	if v := os.Getenv("BENCH_VARIANT_ENV"); v != "" { // e.g. GOGC=400: the service once more with it
-		k, val, _ := strings.Cut(v, "=")
-		t.Setenv(k, val)
-		vs := startService(t, bin, dbURL, upstream(t, up))
-		targets = append(targets, struct {
-			name, url string
-			pid       int
-		}{"service " + v, vs.URL + "/callback", vs.cmd.Process.Pid})
-	}
+	targets = append(targets, variants(t, bin, dbURL, upstream(t, up))...)
 	rate := 3000.0
 	per := map[string][]float64{}
 	for round := range 3 {
@@ -535,4 +528,30 @@ func TestBenchIntakeCPU(t *testing.T) {
 	for _, tg := range targets {
 		t.Logf("BENCH intake-cpu median target=%s %.1f µs per callback at %.0f/s", tg.name, median(per[tg.name]), rate)
 	}
+}
+
+// benchTarget is one server the intake benchmarks load.
+type benchTarget struct {
+	name, url string
+	pid       int // the process serving it, for CPU per callback
+}
+
+// variants are the service once more, with the log on, to compare side by
+// side in the same run: with BENCH_VARIANT_ENV=K=V (say GOGC=400) this
+// binary with that setting, and with BENCH_VARIANT_BIN=path another build
+// (say main before a change, built with go build -o).
+func variants(t *testing.T, bin, dbURL, src string) []benchTarget {
+	t.Helper()
+	var vs []benchTarget
+	if other := os.Getenv("BENCH_VARIANT_BIN"); other != "" {
+		svc := startService(t, other, dbURL, src)
+		vs = append(vs, benchTarget{"service " + filepath.Base(other), svc.URL + "/callback", svc.cmd.Process.Pid})
+	}
+	if v := os.Getenv("BENCH_VARIANT_ENV"); v != "" {
+		k, val, _ := strings.Cut(v, "=")
+		t.Setenv(k, val)
+		svc := startService(t, bin, dbURL, src)
+		vs = append(vs, benchTarget{"service " + v, svc.URL + "/callback", svc.cmd.Process.Pid})
+	}
+	return vs
 }
