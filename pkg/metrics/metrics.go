@@ -146,7 +146,7 @@ var (
 	oldestUnwritten  = desc("callback_oldest_unwritten_seconds", "How long the oldest work not yet written has been owed: the oldest receipt waiting or in a lookup, or how long the writer has held rows (0 when none).")
 	restored         = desc("callback_ids_restored_total", "Distinct IDs of callbacks replayed from the intake log at start.")
 	notDurable       = desc("callback_not_durable_total", "Callbacks answered 202 from memory because the intake log could not write.")
-	walBytes         = desc("callback_wal_bytes", "Bytes the intake log holds on disk.")
+	walBytes         = desc("callback_wal_bytes", "Bytes of records the intake log holds on disk (up to 4 reclaimed segments kept for reuse come on top).")
 	walOldest        = desc("callback_wal_oldest_seconds", "Age of the oldest callback the intake log holds: the seconds of intake a crash would replay (0 when empty).")
 	walDegraded      = desc("callback_wal_degraded", "1 while the intake log cannot write (202s are then in memory only).")
 	walRecords       = desc("callback_wal_records_total", "Callbacks synced to the intake log.")
