@@ -3,6 +3,8 @@ package wal
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"math/bits"
+	"slices"
 	"time"
 )
 
@@ -128,9 +130,14 @@ func resync(data []byte, from int, st uint32) int {
 	return -1
 }
 
-// encode frames a record, unstamped (see restamp).
+// encode frames a record, unstamped (see restamp), growing dst once.
 func encode(dst []byte, r Record) []byte {
 	start := len(dst)
+	size := headerLen + 8 + varintLen(uint64(len(r.IDs)))
+	for _, id := range r.IDs {
+		size += varintLen(uint64(id<<1) ^ uint64(id>>63)) // zigzag, as AppendVarint
+	}
+	dst = slices.Grow(dst, size)
 	dst = append(dst, make([]byte, headerLen)...)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Received.UnixNano()))
 	dst = binary.AppendUvarint(dst, uint64(len(r.IDs)))
@@ -143,6 +150,9 @@ func encode(dst []byte, r Record) []byte {
 	binary.LittleEndian.PutUint32(dst[start+4:], crc)
 	return dst
 }
+
+// varintLen is the length of x as a uvarint.
+func varintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
 func decodePayload(p []byte) (Record, bool) {
 	if len(p) < 9 {

@@ -774,3 +774,17 @@ func TestStatsLineSyncMax(t *testing.T) {
 		t.Errorf("second line's sync_max = %s (first %s), want the second sync's own, under 1s", got[1], slow)
 	}
 }
+
+// encode sizes its record exactly, so a record costs one allocation.
+func TestEncodeGrowsOnce(t *testing.T) {
+	for _, ids := range [][]int64{nil, {0}, {1, -1, 63, -64, 64, 8191, -8192, 8192}, {-1 << 63, 1<<63 - 1}} {
+		r := Record{Received: time.Unix(1, 2), IDs: ids}
+		if n := testing.AllocsPerRun(10, func() { encode(nil, r) }); n != 1 {
+			t.Errorf("encode(%v): %v allocations, want 1", ids, n)
+		}
+		got := encode(nil, r)
+		if rec, n, _, ok := decodeAt(got, 0, 0); !ok || n != len(got) || !slices.Equal(rec.IDs, ids) {
+			t.Errorf("encode(%v) decodes to %v (%d of %d bytes, ok %v)", ids, rec.IDs, n, len(got), ok)
+		}
+	}
+}
