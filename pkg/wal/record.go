@@ -138,7 +138,7 @@ func encode(dst []byte, r Record) []byte {
 		size += varintLen(uint64(id<<1) ^ uint64(id>>63)) // zigzag, as AppendVarint
 	}
 	dst = slices.Grow(dst, size)
-	dst = append(dst, make([]byte, headerLen)...)
+	dst = append(dst, endMark[:]...) // room for the frame, filled in below
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Received.UnixNano()))
 	dst = binary.AppendUvarint(dst, uint64(len(r.IDs)))
 	for _, id := range r.IDs {
