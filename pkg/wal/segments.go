@@ -197,18 +197,19 @@ const maxSpares = 4
 // recycle keeps a reclaimed segment as a spare, renamed to index.free, for
 // rotate to write again from its start: a sync of bytes that overwrite a
 // file's blocks writes no metadata, where one that grows the file commits
-// the file system's journal too (BENCHMARKS.md, "Recycled segments"). It
-// keeps none that failed or holds unstamped records, none beyond
-// maxSpares, and none that would take the log and its spares past
-// MaxBytes. A crash before the directory is synced may leave the old name:
-// the next start replays what was already settled, which is harmless.
+// the file system's journal too (BENCHMARKS.md, "Durable intake with
+// recycled segments"). It keeps none that failed or holds unstamped
+// records, none beyond maxSpares, and none that would take the log and its
+// spares past MaxBytes, nor an empty one, which has no blocks to overwrite.
+// A crash before the directory is synced may leave the old name: the next
+// start replays what was already settled, which is harmless.
 func (l *Log) recycle(s *segment) bool {
 	l.mu.Lock()
 	var spare int64
 	for _, sp := range l.spares {
 		spare += sp.disk
 	}
-	keep := !s.failed && !s.legacy && len(l.spares) < maxSpares && l.total+spare+s.disk <= l.opt.MaxBytes
+	keep := s.disk > 0 && !s.failed && !s.legacy && len(l.spares) < maxSpares && l.total+spare+s.disk <= l.opt.MaxBytes
 	l.mu.Unlock()
 	if !keep {
 		return false

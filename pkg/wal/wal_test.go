@@ -384,6 +384,29 @@ func TestRecycledSegment(t *testing.T) {
 	}
 }
 
+// At most maxSpares settled segments are kept for reuse, and none that
+// would take the log past MaxBytes: the rest are deleted.
+func TestSparesBounded(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		maxBytes int64 // 10 records of 33 bytes, each file 41 with its end mark
+		want     int   // spares, at most
+	}{{"count", 0, maxSpares}, {"bytes", 400, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, stop := running(t, dir, Options{SegmentBytes: 1, MaxBytes: c.maxBytes}) // a segment per commit
+			for i := range 10 {
+				l.Owe(mustAppend(t, l, rec(int64(i), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)), -1)
+			}
+			stop()
+			spares, _ := filepath.Glob(filepath.Join(dir, "*"+spareSuffix))
+			if len(spares) != c.want || len(segmentFiles(t, dir)) != 0 {
+				t.Errorf("%d spares and segments %v after 10 settled segments, want %d spares and no segment", len(spares), segmentFiles(t, dir), c.want)
+			}
+		})
+	}
+}
+
 // A segment written before segments were recycled (unstamped records, no
 // end mark) still replays, and is deleted once settled, never recycled:
 // its records could not be told from a new life's.
