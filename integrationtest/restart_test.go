@@ -3,14 +3,9 @@ package integrationtest
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +16,7 @@ import (
 
 	"callback/objectsource/sim"
 	"callback/pkg/pgtest"
+	"callback/pkg/wal"
 )
 
 // logTime returns the time of the first log line whose msg is msg, and
@@ -276,48 +272,19 @@ func TestScenarioCrashAfterOverload(t *testing.T) {
 		len(w.took), len(w.pending))
 }
 
-// walOnDisk reads the intake log in dir as a crash would leave it: its
-// segment files, the bytes of their records, and how old the first callback
-// of the oldest one is (0 if none). It relies on the record format in
-// pkg/wal/record.go: an 8-byte frame (length, CRC32C stamped with the
-// segment's index+1), then the receipt time in Unix ns, little-endian; a
-// zero frame ends a segment's records, and what follows may be a recycled
-// file's former records, which are not counted.
+// walOnDisk reads the intake log in dir as a crash would leave it
+// (wal.Inspect): its segment files, the bytes of their records, and how old
+// the oldest callback it holds is (0 if none).
 func walOnDisk(t *testing.T, dir string, now time.Time) (files int, bytes int64, held float64) {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "*.wal"))
+	c, err := wal.Inspect(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.Sort(m) // zero-padded hex: oldest first
-	table := crc32.MakeTable(crc32.Castagnoli)
-	for _, f := range m {
-		index, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(f), ".wal"), 16, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue // reclaimed meanwhile
-		}
-		files++
-		for off := 0; off+16 <= len(data); {
-			n := int(binary.LittleEndian.Uint32(data[off:]))
-			if n == 0 || n > len(data)-off-8 {
-				break
-			}
-			crc := crc32.Update(crc32.Checksum(data[off:off+4], table), table, data[off+8:off+8+n])
-			if crc^uint32(index+1) != binary.LittleEndian.Uint32(data[off+4:]) {
-				break
-			}
-			if held == 0 {
-				held = now.Sub(time.Unix(0, int64(binary.LittleEndian.Uint64(data[off+8:])))).Seconds()
-			}
-			off += 8 + n
-			bytes += int64(8 + n)
-		}
+	if !c.Oldest.IsZero() {
+		held = now.Sub(c.Oldest).Seconds()
 	}
-	return files, bytes, held
+	return c.Segments, c.Bytes, held
 }
 
 // Scenario 10d: the log holds seconds, not a TTL. Steady load below

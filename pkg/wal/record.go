@@ -138,7 +138,8 @@ func encode(dst []byte, r Record) []byte {
 		size += varintLen(uint64(id<<1) ^ uint64(id>>63)) // zigzag, as AppendVarint
 	}
 	dst = slices.Grow(dst, size)
-	dst = append(dst, endMark[:]...) // room for the frame, filled in below
+	var frame [headerLen]byte // filled in below, once the payload's length is known
+	dst = append(dst, frame[:]...)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Received.UnixNano()))
 	dst = binary.AppendUvarint(dst, uint64(len(r.IDs)))
 	for _, id := range r.IDs {

@@ -42,15 +42,13 @@ func (l *Log) pathOf(index uint64, suffix string) string {
 	return filepath.Join(l.dir, fmt.Sprintf("%016x%s", index, suffix))
 }
 
-// scan lists the segments and the spares, reads each segment to learn its
-// size and oldest receipt, counts the records it must skip, and cuts a torn
-// tail off the last one. The next index is past every name, spares' too: a
-// spare holds records stamped with its own index or earlier ones, so a
-// segment it becomes must have a later one.
-func (l *Log) scan() error {
-	entries, err := l.opt.FS.ReadDir(l.dir)
+// list returns the segments in dir, oldest first, and the spares. A file
+// named like either but not a regular file is an error: it could be a link
+// the log would follow, or a FIFO that would block the start.
+func list(fsys FS, dir string) (segments, spares []*segment, err error) {
+	entries, err := fsys.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("wal: read %s: %w", l.dir, err)
+		return nil, nil, fmt.Errorf("wal: read %s: %w", dir, err)
 	}
 	for _, e := range entries {
 		suffix := filepath.Ext(e.Name())
@@ -62,22 +60,36 @@ func (l *Log) scan() error {
 			continue // not ours
 		}
 		if !e.Type().IsRegular() {
-			return fmt.Errorf("wal: %s is named like a segment but is not a regular file (%v); remove it, or use another -wal-dir",
-				filepath.Join(l.dir, e.Name()), e.Type())
+			return nil, nil, fmt.Errorf("wal: %s is named like a segment but is not a regular file (%v); remove it, or use another -wal-dir",
+				filepath.Join(dir, e.Name()), e.Type())
 		}
-		l.nextIndex = max(l.nextIndex, index+1)
-		s := &segment{index: index, path: filepath.Join(l.dir, e.Name())}
+		s := &segment{index: index, path: filepath.Join(dir, e.Name())}
 		if suffix == spareSuffix {
 			if info, err := e.Info(); err == nil {
 				s.disk = info.Size()
 			}
-			l.spares = append(l.spares, s)
+			spares = append(spares, s)
 			continue
 		}
-		s.replay = true
-		l.segments = append(l.segments, s)
+		segments = append(segments, s)
 	}
-	slices.SortFunc(l.segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
+	slices.SortFunc(segments, func(a, b *segment) int { return cmp.Compare(a.index, b.index) })
+	return segments, spares, nil
+}
+
+// scan lists the segments and the spares, reads each segment to learn its
+// size and oldest receipt, counts the records it must skip, and cuts a torn
+// tail off the last one. The next index is past every name, spares' too: a
+// spare holds records stamped with its own index or earlier ones, so a
+// segment it becomes must have a later one.
+func (l *Log) scan() error {
+	var err error
+	if l.segments, l.spares, err = list(l.opt.FS, l.dir); err != nil {
+		return err
+	}
+	for _, s := range slices.Concat(l.segments, l.spares) {
+		l.nextIndex = max(l.nextIndex, s.index+1)
+	}
 	for i, s := range l.segments {
 		data, err := l.opt.FS.ReadFile(s.path)
 		if err != nil {
@@ -87,6 +99,7 @@ func (l *Log) scan() error {
 		if err != nil {
 			return err
 		}
+		s.replay = true
 		s.size, s.disk, s.oldest, s.legacy = int64(sum.end), int64(len(data)), sum.oldest, sum.legacy
 		l.stats.Corrupt += int64(sum.corrupt)
 		if sum.corrupt > 0 {
@@ -158,13 +171,11 @@ func (l *Log) drop(final bool) (int64, error) {
 	var freed int64
 	var errs []error
 	for _, s := range drop {
-		if l.recycle(s) {
-			freed += s.size
-			continue
-		}
-		if err := l.opt.FS.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("wal: remove %s: %w", s.path, err))
-			continue
+		if !l.recycle(s) {
+			if err := l.opt.FS.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("wal: remove %s: %w", s.path, err))
+				continue
+			}
 		}
 		freed += s.size
 	}
@@ -223,4 +234,37 @@ func (l *Log) recycle(s *segment) bool {
 	l.spares = append(l.spares, &segment{index: s.index, path: path, disk: s.disk})
 	l.mu.Unlock()
 	return true
+}
+
+// Contents is what a log directory holds, as Inspect reads it.
+type Contents struct {
+	Segments int       // segment files (spares are not counted)
+	Bytes    int64     // their bytes up to the last intact record of each
+	Oldest   time.Time // the oldest receipt among them; zero if none
+}
+
+// Inspect reads the log in dir without locking it or changing a byte: what
+// a crash would leave for the next start to replay. It may run while a
+// process writes the log; a commit under way then reads as a torn tail, and
+// a segment reclaimed meanwhile as gone.
+func Inspect(dir string) (Contents, error) {
+	segments, _, err := list(osFS{}, dir)
+	if err != nil {
+		return Contents{}, err
+	}
+	var c Contents
+	for _, s := range segments {
+		data, err := osFS{}.ReadFile(s.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return Contents{}, fmt.Errorf("wal: read %s: %w", s.path, err)
+		}
+		sum, _ := readRecords(data, stamp(s.index), nil) // fails only through fn
+		c.Segments++
+		c.Bytes += int64(sum.end)
+		c.Oldest = earlier(c.Oldest, sum.oldest)
+	}
+	return c, nil
 }

@@ -338,11 +338,8 @@ func TestCloseDeletesWhatIsPaid(t *testing.T) {
 func TestRecycledSegment(t *testing.T) {
 	dir := t.TempDir()
 	l, stop := running(t, dir, Options{})
-	var before []Record
 	for i := range 50 {
-		r := rec(int64(i), 100, 200, 300, int64(i))
-		before = append(before, r)
-		l.Owe(mustAppend(t, l, r), -1)
+		l.Owe(mustAppend(t, l, rec(int64(i), 100, 200, 300, int64(i))), -1)
 	}
 	stop()
 	spares, err := filepath.Glob(filepath.Join(dir, "*"+spareSuffix))
@@ -381,6 +378,24 @@ func TestRecycledSegment(t *testing.T) {
 	got, st = replay(t, dir)
 	if !equal(got, want) || st.TornBytes == 0 {
 		t.Errorf("with the end mark lost: replayed %d records (torn %d bytes), want %v and the rest cut as torn", len(got), st.TornBytes, want)
+	}
+}
+
+// Inspect reads what a crash would leave, while the log runs: its segments'
+// records, not the spares, nor a recycled file's former bytes.
+func TestInspect(t *testing.T) {
+	dir := t.TempDir()
+	l, stop := running(t, dir, Options{})
+	for i := range 20 {
+		l.Owe(mustAppend(t, l, rec(int64(i), 1, 2, 3, 4, 5, 6, 7, 8)), -1)
+	}
+	stop() // nothing owed: the segment becomes a spare
+	l, _ = running(t, dir, Options{})
+	r := rec(100, 7)
+	mustAppend(t, l, r)
+	got, err := Inspect(dir)
+	if want := (Contents{Segments: 1, Bytes: int64(len(encode(nil, r))), Oldest: r.Received}); err != nil || got != want {
+		t.Errorf("Inspect = %+v, %v; want %+v", got, err, want)
 	}
 }
 

@@ -225,18 +225,21 @@ func (l *Log) rotate() error {
 		prev.file = nil
 	}
 	next := &segment{index: index, path: l.pathOf(index, segmentSuffix)}
-	f, err := l.reuse(spare, next.path)
-	if err == nil {
-		next.disk = spare.disk
-		l.mu.Lock()
-		l.stats.Recycled++
-		l.mu.Unlock()
-	} else {
-		if spare != nil {
+	var f File
+	if spare != nil {
+		var err error
+		if f, err = l.reuse(spare, next.path); err != nil {
 			l.logger.Warn("reuse a reclaimed segment", "err", err)
+		} else {
+			next.disk = spare.disk
+			l.mu.Lock()
+			l.stats.Recycled++
+			l.mu.Unlock()
 		}
-		f, err = l.opt.FS.OpenFile(next.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-		if err != nil {
+	}
+	if f == nil {
+		var err error
+		if f, err = l.opt.FS.OpenFile(next.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640); err != nil {
 			return fmt.Errorf("open segment: %w", err)
 		}
 	}
@@ -255,9 +258,6 @@ func (l *Log) rotate() error {
 // If it cannot, the spare is deleted under both names, so that path is free
 // for a new file.
 func (l *Log) reuse(spare *segment, path string) (File, error) {
-	if spare == nil {
-		return nil, errors.New("no spare")
-	}
 	err := l.opt.FS.Rename(spare.path, path)
 	if err == nil {
 		var f File
