@@ -19,3 +19,7 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// recycles: a rename is made durable by syncing the directory, so a spare's
+// new name, under which records are then acknowledged, outlives a crash.
+const recycles = true

@@ -211,7 +211,8 @@ const maxSpares = 4
 // the file system's journal too (BENCHMARKS.md, "Durable intake with
 // recycled segments"). It keeps none that failed or holds unstamped
 // records, none beyond maxSpares, and none that would take the log and its
-// spares past MaxBytes, nor an empty one, which has no blocks to overwrite.
+// spares past MaxBytes, nor an empty one, which has no blocks to overwrite,
+// and none where a rename cannot be made durable (recycles).
 // A crash before the directory is synced may leave the old name: the next
 // start replays what was already settled, which is harmless.
 func (l *Log) recycle(s *segment) bool {
@@ -220,7 +221,7 @@ func (l *Log) recycle(s *segment) bool {
 	for _, sp := range l.spares {
 		spare += sp.disk
 	}
-	keep := s.disk > 0 && !s.failed && !s.legacy && len(l.spares) < maxSpares && l.total+spare+s.disk <= l.opt.MaxBytes
+	keep := recycles && s.disk > 0 && !s.failed && !s.legacy && len(l.spares) < maxSpares && l.total+spare+s.disk <= l.opt.MaxBytes
 	l.mu.Unlock()
 	if !keep {
 		return false

@@ -254,15 +254,23 @@ func (l *Log) rotate() error {
 	return nil
 }
 
-// reuse renames a spare to path and opens it to be written from its start.
-// If it cannot, the spare is deleted under both names, so that path is free
-// for a new file.
+// reuse renames a spare to path and opens it to be written from its start,
+// where it writes and syncs an end mark first: until its first commit the
+// file holds only its former records, and after a crash it must read as the
+// empty segment it is, not as one long torn tail. If it cannot, the spare
+// is deleted under both names, so that path is free for a new file.
 func (l *Log) reuse(spare *segment, path string) (File, error) {
 	err := l.opt.FS.Rename(spare.path, path)
 	if err == nil {
 		var f File
 		if f, err = l.opt.FS.OpenFile(path, os.O_WRONLY, 0); err == nil {
-			return f, nil
+			if _, err = f.WriteAt(endMark[:], 0); err == nil {
+				err = f.Sync()
+			}
+			if err == nil {
+				return f, nil
+			}
+			_ = f.Close()
 		}
 	}
 	_ = l.opt.FS.Remove(spare.path)
