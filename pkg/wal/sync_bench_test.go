@@ -12,8 +12,9 @@ import (
 // BenchmarkSync is one group commit's write and fdatasync of 4 KiB, on a
 // segment that grows with each write (as the log's are), on one whose
 // space fallocate reserved first, and on one written with zeros and synced
-// first: what preallocating segments would save per sync on this disk.
-// Issue 17 lists it to measure; the log does not preallocate.
+// first: what preallocating segments would save per sync on this disk. The
+// log does not preallocate; it recycles segments, and "zeroed" stands for
+// one (a file whose blocks were all written before).
 func BenchmarkSync(b *testing.B) {
 	const segment = 64 << 20
 	buf := make([]byte, 4<<10)
