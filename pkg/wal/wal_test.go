@@ -331,11 +331,10 @@ func TestCloseDeletesWhatIsPaid(t *testing.T) {
 	}
 }
 
-// A settled segment is kept as a spare and written again from its start by
-// a later segment; what its former life left beyond the new records never
-// replays, whether the new records' end mark is there or was lost with a
-// torn write, because those records carry the former segment's stamp.
-func TestRecycledSegment(t *testing.T) {
+// withSpare returns a log directory holding one spare, as a clean stop
+// leaves it: a segment of 50 settled records.
+func withSpare(t *testing.T) string {
+	t.Helper()
 	if !recycles {
 		t.Skip("segments are not recycled on this platform")
 	}
@@ -345,12 +344,21 @@ func TestRecycledSegment(t *testing.T) {
 		l.Owe(mustAppend(t, l, rec(int64(i), 100, 200, 300, int64(i))), -1)
 	}
 	stop()
+	return dir
+}
+
+// A settled segment is kept as a spare and written again from its start by
+// a later segment; what its former life left beyond the new records never
+// replays, whether the new records' end mark is there or was lost with a
+// torn write, because those records carry the former segment's stamp.
+func TestRecycledSegment(t *testing.T) {
+	dir := withSpare(t)
 	spares, err := filepath.Glob(filepath.Join(dir, "*"+spareSuffix))
 	if err != nil || len(spares) != 1 || len(segmentFiles(t, dir)) != 0 {
 		t.Fatalf("after a close with nothing owed: spares %v (%v), segments %v; want one spare and no segment", spares, err, segmentFiles(t, dir))
 	}
 
-	l, stop = running(t, dir, Options{})
+	l, stop := running(t, dir, Options{})
 	want := []Record{rec(100, 7)}
 	mustAppend(t, l, want[0])
 	if got := l.Stats().Recycled; got != 1 {
@@ -387,13 +395,8 @@ func TestRecycledSegment(t *testing.T) {
 // Inspect reads what a crash would leave, while the log runs: its segments'
 // records, not the spares, nor a recycled file's former bytes.
 func TestInspect(t *testing.T) {
-	dir := t.TempDir()
-	l, stop := running(t, dir, Options{})
-	for i := range 20 {
-		l.Owe(mustAppend(t, l, rec(int64(i), 1, 2, 3, 4, 5, 6, 7, 8)), -1)
-	}
-	stop() // nothing owed: the segment becomes a spare
-	l, _ = running(t, dir, Options{})
+	dir := withSpare(t)
+	l, _ := running(t, dir, Options{})
 	r := rec(100, 7)
 	mustAppend(t, l, r)
 	got, err := Inspect(dir)
@@ -407,15 +410,7 @@ func TestInspect(t *testing.T) {
 // the size of the file's former records. (Before, the whole file was
 // searched byte by byte and cut as torn.)
 func TestCrashBeforeFirstCommitOnASpare(t *testing.T) {
-	if !recycles {
-		t.Skip("segments are not recycled on this platform")
-	}
-	dir := t.TempDir()
-	l, stop := running(t, dir, Options{})
-	for i := range 50 {
-		l.Owe(mustAppend(t, l, rec(int64(i), 1, 2, 3, 4, 5, 6, 7, 8)), -1)
-	}
-	stop()
+	dir := withSpare(t)
 	l, err := Open(dir, logtest.Discard(), Options{})
 	if err != nil {
 		t.Fatal(err)
